@@ -1,0 +1,230 @@
+"""The training configuration: every knob hpsearch can set, with its default, unit and source.
+
+Precedence (nanoGPT's configurator, STYLE.md): defaults < study `base` < sampled parameters
+< `--set key=value`. Each layer is a plain dict applied by `resolve_config`; an unknown key
+or a value of the wrong type is a `ConfigError`, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from hpsearch.errors import ConfigError
+
+# Settings that change where or how fast a run happens but not what it computes: they are not
+# part of a study's fixed settings, so a study may be resumed on another device or data folder.
+RUNTIME_ONLY_KEYS = frozenset({"device", "data_dir"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One fully resolved training run. Defaults are PROTOCOL.md's reference setting [001]."""
+
+    # --- data -------------------------------------------------------------------------------
+    dataset: str = "digits"  # digits | mnist | fashion_mnist | cifar10 | registered name | "pkg.mod:fn"
+    dataset_args: dict = field(default_factory=dict)  # keyword arguments for a data factory
+    data_dir: str | None = None  # None: --data-dir, $HPSEARCH_DATA_DIR, then storage/data
+    val_fraction: float = 0.1  # share of the official train split held out for validation
+    train_fraction: float | None = None  # share of the official train split trained on;
+    # None = everything not held out. Reference [001]: 0.05 with validation = the other 95%.
+    max_val_samples: int | None = None  # cap on validation size (speed); None = no cap
+    split_seed: int = 0  # fixed seed of the train/validation carving: same split every trial
+    augment: str = "none"  # none | noise | flip | crop | flip_crop; training batches only [001, 003]
+    noise_std: float = 0.1  # std of Gaussian noise augmentation, in normalised units [001]
+
+    # --- model ------------------------------------------------------------------------------
+    model: str = "mlp"  # mlp | cnn | torchvision:NAME | registered name | "pkg.mod:fn"
+    model_args: dict = field(default_factory=dict)  # keyword arguments for a model factory
+    depth: int = 3  # MLP hidden layers; reference: 3 linear layers of 100 outputs [001]
+    width: int = 100  # MLP hidden width [001]
+    norm: str = "none"  # none | batch | layer; BatchNorm1d / LayerNorm in the MLP [001]
+    dropout: float = 0.0  # dropout p after hidden FC layers (MLP) or in the CNN head [001]
+    conv_blocks: int = 3  # CNN: 2, 3 or 4 Conv2D blocks [000]
+    conv_width: int = 64  # CNN first-block channels, doubled per block: 32, 48 or 64 [000]
+    first_pool: bool = True  # CNN: False drops the MaxPool of the first block [000]
+    conv_norm: str = "none"  # none | batch: Conv2D -> BatchNorm -> ReLU [000]
+    head: str = "linear"  # linear | mlp: FC(features, 128) + ReLU + Linear(128, classes) [000]
+
+    # --- optimisation -----------------------------------------------------------------------
+    optimizer: str = "adam"  # sgd | adam | adamw | rmsprop; Adam(lr=1e-3) to start [000]
+    lr: float = 1e-3  # peak learning rate; Adam start 1e-3, SGD start 0.1 [000]
+    momentum: float = 0.9  # SGD / RMSprop momentum; SGD(momentum=0.9) start [000]
+    nesterov: bool = False  # SGD Nesterov momentum
+    beta1: float = 0.9  # Adam/AdamW first-moment decay
+    beta2: float = 0.999  # Adam/AdamW second-moment decay
+    weight_decay: float = 0.0  # L2 / decoupled (AdamW) decay; 1e-4 typical [003]
+    l1: float = 0.0  # L1 penalty strength added to the loss: l1 * sum|w| over weights [001]
+    label_smoothing: float = 0.0  # epsilon; 0.1 on ImageNet [003]
+    batch_size: int = 300  # samples per step; reference 300 [001]
+    epochs: int = 20  # passes over the training split
+    grad_clip: float | None = None  # max global grad norm; None = no clipping
+
+    # --- schedule ---------------------------------------------------------------------------
+    scheduler: str = "none"  # none | step | cosine | exponential | polynomial [003]
+    step_size: int = 30  # epochs between step decays; ResNet50: /10 every 30 epochs [003]
+    gamma: float = 0.1  # step: factor per step; exponential: factor per epoch
+    power: float = 1.0  # polynomial decay exponent
+    warmup_epochs: float = 0.0  # linear warmup from 0 to lr, in epochs; e.g. 5 [003]
+
+    # --- run --------------------------------------------------------------------------------
+    seed: int = 0  # weight init and batch order (not bit-exact on GPU [004])
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy, stored with every trial so a run can be reproduced."""
+        return dataclasses.asdict(self)
+
+    def fixed_settings(self, exclude: Iterable[str] = ()) -> dict[str, Any]:
+        """The settings that define an experiment: all but runtime-only and `exclude` keys."""
+        skip = RUNTIME_ONLY_KEYS | set(exclude)
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
+
+
+# Settings that take one of a fixed set of names. `model` and `dataset` are open: they also
+# accept registered names and import paths, checked when the model or data set is built.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "augment": ("none", "noise", "flip", "crop", "flip_crop"),
+    "norm": ("none", "batch", "layer"),
+    "conv_norm": ("none", "batch"),
+    "head": ("linear", "mlp"),
+    "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
+    "scheduler": ("none", "step", "cosine", "exponential", "polynomial"),
+}
+
+FIELD_TYPES: dict[str, Any] = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+# Dict-valued settings whose keys may be addressed as `model_args.hidden=64`.
+DICT_FIELDS = frozenset(name for name, hint in _HINTS.items() if hint is dict)
+
+
+def field_names() -> list[str]:
+    """Every setting a study file, a search space or `--set` may name."""
+    return list(_HINTS)
+
+
+def is_setting(name: str) -> bool:
+    """True for a TrainConfig field or an entry of a dict field (`model_args.hidden`)."""
+    head, _, rest = name.partition(".")
+    return name in _HINTS or (bool(rest) and head in DICT_FIELDS)
+
+
+def base_type(name: str) -> type:
+    """The Python type a setting holds, `Optional` stripped: int, float, bool, str or dict."""
+    if "." in name:
+        return object  # entries of model_args / dataset_args take any YAML value
+    hint = _HINTS[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if isinstance(hint, types.UnionType) else hint
+
+
+def is_optional(name: str) -> bool:
+    """True when a setting accepts None (`grad_clip`, `train_fraction`...)."""
+    return "." not in name and type(None) in typing.get_args(_HINTS[name])
+
+
+def unknown_setting_error(name: str, where: str) -> ConfigError:
+    """The one message for a name that is no setting, with the closest known names."""
+    close = difflib.get_close_matches(name, field_names(), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "run `hpsearch settings` to list them"
+    return ConfigError(f"{where}: unknown setting `{name}`; fix: {hint}")
+
+
+def coerce_value(name: str, value: Any, where: str) -> Any:
+    """Check (and losslessly convert) one value for setting `name`; raise ConfigError if wrong."""
+    if not is_setting(name):
+        raise unknown_setting_error(name, where)
+    if value is None and (is_optional(name) or "." in name):
+        return None
+    want = base_type(name)
+    converted = _convert(value, want)
+    if converted is _INVALID:
+        kind = "number" if want is float else want.__name__
+        raise ConfigError(
+            f"{where}: `{name}` must be {_article(kind)} {kind}, got {value!r}; "
+            f"fix: write {_article(kind)} {kind} for `{name}`"
+        )
+    allowed = CHOICES.get(name)
+    if allowed is not None and converted not in allowed:
+        raise ConfigError(
+            f"{where}: `{name}` must be one of {', '.join(allowed)}, got {value!r}; "
+            f"fix: pick one of {', '.join(allowed)}"
+        )
+    return converted
+
+
+_INVALID = object()
+
+
+def _convert(value: Any, want: type) -> Any:
+    if want is object:
+        return value
+    if want is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if want is int:
+        if isinstance(value, bool):
+            return _INVALID
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value if isinstance(value, int) else _INVALID
+    if want is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return _INVALID
+        return float(value) if math.isfinite(value) else _INVALID
+    if want is dict:
+        return dict(value) if isinstance(value, Mapping) else _INVALID
+    return value if isinstance(value, want) else _INVALID
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def resolve_config(*layers: tuple[str, Mapping[str, Any]]) -> TrainConfig:
+    """Apply `(source, settings)` layers in order over the defaults and return the result.
+
+    `source` names where a layer came from (a file and field, `--set`) for error messages.
+    Dotted keys (`model_args.hidden`) update one entry of a dict setting.
+    """
+    values = TrainConfig().to_dict()
+    for source, settings in layers:
+        for name, value in settings.items():
+            value = coerce_value(name, value, source)
+            head, _, key = name.partition(".")
+            if key:
+                values[head] = {**values[head], key: value}
+            else:
+                values[name] = value
+    return TrainConfig(**values)
+
+
+def parse_set_options(items: Iterable[str]) -> dict[str, Any]:
+    """Parse `--set key=value` strings into typed settings (YAML scalars: 1e-3, true, none)."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(f"--set {item}: expected key=value; fix: write e.g. --set lr=3e-4")
+        value = parse_scalar(text.strip())
+        if is_setting(name) and base_type(name) is str:
+            value = text.strip()  # `--set model=mypkg.nets:build` stays a string
+        parsed[name] = coerce_value(name, value, f"--set {item}")
+    return parsed
+
+
+def parse_scalar(text: str) -> Any:
+    """Read one scalar the way study files do (numbers like `1e-3`, booleans, `none`)."""
+    from hpsearch.spec.yaml_loader import load_yaml_text  # one YAML dialect everywhere
+
+    if text.lower() in {"none", "null", "~", ""}:
+        return None
+    try:
+        return load_yaml_text(text)
+    except Exception:  # not valid YAML: keep the raw text (e.g. "pkg.mod:fn")
+        return text
