@@ -40,6 +40,14 @@ METRICS: dict[str, Metric] = {
         # PROTOCOL.md phase 3 criterion 1: the peak validation accuracy, not the last one [000].
         Metric("best_val_acc", "maximize", _peak("val_acc", max), "peak validation accuracy"),
         Metric("best_val_loss", "minimize", _peak("val_loss", min), "lowest validation loss"),
+        # PROTOCOL.md phase 2 main criterion: the train loss that falls fastest over the first
+        # 10-20 epochs [000], read as the mean train loss over the epochs run (area / epochs).
+        Metric(
+            "train_loss_area",
+            "minimize",
+            lambda history: sum(r["train_loss"] for r in history) / len(history),
+            "mean train loss over the epochs run (early train-loss area)",
+        ),
     )
 }
 

@@ -1,0 +1,124 @@
+"""Terminal rendering for the CLI: the run progress bar and the summary tables (rich)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hpsearch.runner import FINISHED, RunSummary
+
+console = Console()
+
+
+class ProgressObserver:
+    """A progress bar over the study's budget: trials done, pruned, failed, best so far."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.fields[study]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._task = None
+
+    def __enter__(self) -> "ProgressObserver":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._progress.stop()
+
+    def on_start(self, study: optuna.Study, budget: int, finished: int) -> None:
+        self._task = self._progress.add_task(
+            "run", total=budget, completed=finished, study=study.study_name, status=""
+        )
+
+    def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        count = lambda state: sum(t.state == state for t in trials)  # noqa: E731
+        done = sum(t.state in FINISHED for t in trials)
+        status = (
+            f"pruned {count(TrialState.PRUNED)} · failed {count(TrialState.FAIL)} · "
+            f"best {_best_text(study)}"
+        )
+        self._progress.update(self._task, completed=done, status=status)
+
+
+def _best_text(study: optuna.Study) -> str:
+    if len(study.directions) > 1:
+        return f"{len(study.best_trials)} on the Pareto front"
+    try:
+        return f"{study.best_value:.4g}"
+    except ValueError:
+        return "-"
+
+
+def print_run_summary(summary: RunSummary, study: optuna.Study, top: int = 10) -> None:
+    """Counts, then the best `top` trials of the study."""
+    if summary.nothing_to_do:
+        console.print(
+            f"study [bold]{summary.study_name}[/] already has {summary.finished_before} of "
+            f"{summary.budget} trials done; nothing to run (pass a larger --trials to run more)"
+        )
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
+    console.print(f"{summary.study_name} in {summary.storage}: {counts or 'no trials'}")
+    console.print(trials_table(study, top))
+
+
+def trials_table(study: optuna.Study, top: int) -> Table:
+    metrics = study.metric_names or ["value"]
+    table = Table(title=f"best trials of {study.study_name}")
+    for column in ["trial", "state", *metrics, "params", "epochs", "reason"]:
+        table.add_column(column)
+    for trial in _ranked(study)[:top]:
+        values = trial.values or [None] * len(metrics)
+        table.add_row(
+            str(trial.number),
+            trial.state.name,
+            *(_fmt(v) for v in values),
+            ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()),
+            str(len(trial.user_attrs.get("history", []))),
+            str(trial.user_attrs.get("reason") or trial.user_attrs.get("error") or ""),
+        )
+    return table
+
+
+def _ranked(study: optuna.Study) -> list[FrozenTrial]:
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    rest = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.COMPLETE]
+    return sorted(done, key=lambda t: sign * t.values[0]) + rest
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def print_studies(rows: list[dict]) -> None:
+    table = Table(title="studies")
+    for column in ("study", "phase", "description", "done", "best"):
+        table.add_column(column)
+    for row in rows:
+        done = f"{row['done']}/{row['budget']}"
+        table.add_row(row["study"], row["phase"], row["description"], done, _fmt(row["best"]))
+    console.print(table)
+
+
+def print_best(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    for entry in result["best"]:
+        values = ", ".join(f"{k} = {_fmt(v)}" for k, v in entry["values"].items())
+        console.print(f"[bold]{result['study']}[/]: trial {entry['trial']}: {values}")
+        console.print("parameters: " + json.dumps(entry["params"], default=str))
+        console.print("configuration: " + json.dumps(entry["config"], default=str))

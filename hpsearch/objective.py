@@ -1,0 +1,92 @@
+"""The Optuna objective: the only place that calls `suggest_*`, `report` and `should_prune`.
+
+It samples a trial's parameters from the study's search space, resolves the full training
+configuration, trains (the training loop knows nothing of Optuna) and returns the study's
+metric(s). Every trial stores its resolved configuration and its whole per-epoch history as
+user attributes, so curves can be drawn and any run reproduced from storage alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import optuna
+
+from hpsearch.config import TrainConfig, resolve_config
+from hpsearch.errors import HpsearchError, TrainingError
+from hpsearch.metrics import metric_value
+from hpsearch.spec import StudySpec
+from hpsearch.train import Diverged, load_data, train
+
+# Trial user attribute names (what optuna-dashboard and notebooks read).
+ATTR_CONFIG = "config"
+ATTR_HISTORY = "history"
+ATTR_REASON = "reason"  # why a trial was pruned: "diverged" or "pruned at epoch N"
+ATTR_ERROR = "error"  # why a trial failed: "ExceptionType: message"
+
+
+class TrialCrashed(TrainingError):
+    """A trial raised an unexpected exception; the study goes on with the next trial."""
+
+
+@dataclass
+class StudyObjective:
+    """Callable objective for `study.optimize`, bound to one study file and its overrides."""
+
+    spec: StudySpec
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # --set, highest precedence
+    device: Any = "cpu"  # torch.device the worker trains on
+    inherited: Mapping[str, Any] = field(default_factory=dict)  # earlier phases' choice
+
+    def config_for(self, sampled: Mapping[str, Any]) -> TrainConfig:
+        """defaults < inherited < study base (+ fixed values) < sampled < --set."""
+        return resolve_config(
+            ("inherited configuration", self.inherited),
+            (f"{self.spec.path}: base", self.spec.fixed_values()),
+            (f"{self.spec.path}: space", sampled),
+            ("--set", self.overrides),
+        )
+
+    def __call__(self, trial: optuna.trial.Trial) -> float | list[float]:
+        try:
+            return self._run(trial)
+        except (optuna.TrialPruned, HpsearchError, KeyboardInterrupt) as err:
+            if isinstance(err, HpsearchError):
+                trial.set_user_attr(ATTR_ERROR, str(err))
+            raise
+        except Exception as err:  # a crash in the user's model or data code, CUDA OOM...
+            message = f"{type(err).__name__}: {err}"
+            trial.set_user_attr(ATTR_ERROR, message)
+            raise TrialCrashed(f"trial {trial.number} failed: {message}") from err
+
+    def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
+        config = self.config_for(self.spec.space.suggest(trial))
+        trial.set_user_attr(ATTR_CONFIG, config.to_dict())
+        data = load_data(config, self.device)  # cached per worker process
+        history: list[dict] = []
+        try:
+            train(config, data, self.device, on_epoch=self._reporter(trial, history))
+        except Diverged as diverged:
+            trial.set_user_attr(ATTR_HISTORY, list(diverged.history))
+            trial.set_user_attr(ATTR_REASON, "diverged")
+            raise optuna.TrialPruned(f"diverged: non-finite train loss at epoch {diverged.epoch}")
+        values = [metric_value(name, history) for name in self.spec.objective.metrics]
+        return values[0] if len(values) == 1 else values
+
+    def _reporter(self, trial: optuna.trial.Trial, history: list[dict]):
+        metrics = self.spec.objective.metrics
+        single = len(metrics) == 1  # Optuna cannot prune multi-objective trials
+
+        def on_epoch(record: dict) -> None:
+            history.append(record)
+            trial.set_user_attr(ATTR_HISTORY, history)
+            if not single:
+                return
+            epoch = int(record["epoch"])
+            trial.report(metric_value(metrics[0], history), epoch)
+            if trial.should_prune():
+                trial.set_user_attr(ATTR_REASON, f"pruned at epoch {epoch}")
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        return on_epoch

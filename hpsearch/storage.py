@@ -1,0 +1,114 @@
+"""Where studies live: storage URLs, SQLite/PostgreSQL settings, heartbeats.
+
+`--storage URL` > `$HPSEARCH_STORAGE` > `sqlite:///storage/hpsearch.db`. Every worker, the
+dashboard and notebooks open the same URL and so see the same state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from hpsearch.errors import StorageError, UsageError
+
+DEFAULT_STORAGE = "sqlite:///storage/hpsearch.db"
+STORAGE_ENV = "HPSEARCH_STORAGE"
+
+# A worker writes a heartbeat every HEARTBEAT_S seconds while a trial runs; a trial whose
+# heartbeat is older than GRACE_S (a killed worker, a lost machine) is marked FAIL by the next
+# worker that starts a trial, so no trial stays RUNNING forever.
+HEARTBEAT_S = 30
+GRACE_S = 120
+# SQLite allows one writer at a time; parallel workers wait up to this long (s) for the lock.
+SQLITE_LOCK_TIMEOUT_S = 60
+# PostgreSQL: fail fast (s) when the server is unreachable instead of hanging.
+PG_CONNECT_TIMEOUT_S = 10
+
+
+def resolve_storage_url(explicit: str | None = None) -> str:
+    """The storage URL to use: the explicit one, else `$HPSEARCH_STORAGE`, else the default."""
+    url = explicit or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    return normalize_url(url)
+
+
+def normalize_url(url: str) -> str:
+    """Route plain `postgresql://` URLs to psycopg 3 (SQLAlchemy would pick psycopg2)."""
+    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for other back ends and in-memory SQLite."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def storage_exists(url: str) -> bool:
+    """False only for a SQLite file that does not exist yet (reading must not create it)."""
+    path = sqlite_path(url)
+    return path is None or path.exists()
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Open (and create if needed) the RDB storage at `url`, or raise one clear StorageError."""
+    url = normalize_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                # A trial lost with its worker is queued again once, with the same parameters.
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1
+                ),
+            )
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, RuntimeError) as err:
+            raise StorageError(
+                f"cannot open storage {mask_url(url)}: {_first_line(err)}; fix: start the "
+                f"database server or pass a reachable --storage URL (or set {STORAGE_ENV})"
+            ) from None
+
+
+def _engine_kwargs(url: str) -> dict:
+    backend = _parse(url).get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}}
+    if backend == "postgresql":
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_S}}
+    return {}
+
+
+def _parse(url: str) -> sqlalchemy.engine.URL:
+    try:
+        return make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise UsageError(
+            f"--storage: cannot parse storage URL {url!r}; fix: use e.g. "
+            "sqlite:///storage/hpsearch.db or postgresql://user:password@host:5432/db"
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
