@@ -1,0 +1,39 @@
+"""hpsearch: Optuna-driven hyperparameter search for PyTorch, one protocol phase per study.
+
+The notebook API: everything the CLI does is one call here.
+
+    import hpsearch
+    hpsearch.run_study("lr_adam", trials=3)          # hpsearch run --study lr_adam
+    hpsearch.best("lr_adam")                         # hpsearch best --study lr_adam
+    hpsearch.trials("lr_adam"); hpsearch.curves("lr_adam")   # pandas DataFrames
+
+Register your own model or data set by name with the decorators `@hpsearch.model("name")`
+and `@hpsearch.dataset("name")`, or name a factory by import path in a study file.
+"""
+
+from hpsearch.config import TrainConfig, parse_set_options, resolve_config
+from hpsearch.errors import HpsearchError
+from hpsearch.results import best, curves, load_study, overview, trials
+from hpsearch.runner import RunSummary, run_study
+from hpsearch.spec import StudySpec, load_study_spec
+from hpsearch.train import DataSplits, TensorSplit, dataset, model
+
+__all__ = [
+    "DataSplits",
+    "HpsearchError",
+    "RunSummary",
+    "StudySpec",
+    "TensorSplit",
+    "TrainConfig",
+    "best",
+    "curves",
+    "dataset",
+    "load_study",
+    "load_study_spec",
+    "model",
+    "overview",
+    "parse_set_options",
+    "resolve_config",
+    "run_study",
+    "trials",
+]

@@ -1,0 +1,16 @@
+# A worker image: hpsearch with its dependencies; the study files and storage come from the
+# host (see docker-compose.yml). Validated as a file by tests/test_deploy_files.py.
+FROM python:3.11-slim
+
+WORKDIR /app
+# torch and torchvision first, pinned: the largest layer, reused when only hpsearch changes.
+RUN pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1
+COPY pyproject.toml README.md ./
+COPY hpsearch ./hpsearch
+RUN pip install --no-cache-dir .
+COPY studies ./studies
+
+ENV HPSEARCH_STUDIES_DIR=/app/studies \
+    HPSEARCH_DATA_DIR=/data
+ENTRYPOINT ["hpsearch"]
+CMD ["studies"]

@@ -1,0 +1,105 @@
+"""The nodes of a parsed search space: a fixed value, a numeric range, a categorical choice.
+
+A categorical may carry `when` branches, each a tuple of nodes active only for that choice;
+that recursion is what makes the space conditional. Nodes are immutable and know how to
+suggest themselves, so `SearchSpace` (space.py) only walks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Union
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import BaseTrial
+
+
+@dataclass(frozen=True)
+class FixedParam:
+    """`lr: 0.001` or `{value: 0.001}`: a setting this space (or branch) always sets."""
+
+    name: str
+    value: Any
+    field: str  # where it is written in the study file, for messages
+
+
+@dataclass(frozen=True)
+class RangeParam:
+    """`{type: float|int, low, high, log, step}`, sampled as `optuna_name`."""
+
+    name: str
+    optuna_name: str
+    distribution: FloatDistribution | IntDistribution
+    field: str
+
+    def sample(self, trial: BaseTrial) -> int | float:
+        d = self.distribution
+        if isinstance(d, IntDistribution):
+            return trial.suggest_int(self.optuna_name, d.low, d.high, step=d.step, log=d.log)
+        return trial.suggest_float(self.optuna_name, d.low, d.high, step=d.step, log=d.log)
+
+
+@dataclass(frozen=True)
+class ChoiceParam:
+    """`{choices: [...], when: {...}}` or `{values: [...]}`, sampled as `optuna_name`.
+
+    A selector (`regularizer`) is a choice that is no setting: it only picks a branch.
+    """
+
+    name: str
+    optuna_name: str
+    choices: tuple[Any, ...]
+    field: str
+    branches: Mapping[Any, tuple["Param", ...]] = field(default_factory=dict)
+    selector: bool = False
+    has_when: bool = False  # written with `when:` (even if every branch is empty)
+
+    @property
+    def distribution(self) -> CategoricalDistribution:
+        return CategoricalDistribution(self.choices)
+
+    def sample(self, trial: BaseTrial) -> Any:
+        return trial.suggest_categorical(self.optuna_name, list(self.choices))
+
+
+Param = Union[FixedParam, RangeParam, ChoiceParam]
+
+
+def suggest(params: tuple[Param, ...], trial: BaseTrial) -> dict[str, Any]:
+    """Setting -> value for this trial: fixed values, sampled values, active branches only."""
+    values: dict[str, Any] = {}
+    for param in params:
+        if isinstance(param, FixedParam):
+            values[param.name] = param.value
+            continue
+        value = param.sample(trial)
+        if not (isinstance(param, ChoiceParam) and param.selector):
+            values[param.name] = value
+        if isinstance(param, ChoiceParam) and value in param.branches:
+            values.update(suggest(param.branches[value], trial))
+    return values
+
+
+def walk(params: tuple[Param, ...]) -> Iterator[Param]:
+    """Every node, branches included, depth first in file order."""
+    for param in params:
+        yield from definitions(param)
+
+
+def distributions(params: tuple[Param, ...]) -> dict[str, BaseDistribution]:
+    """Optuna parameter name -> distribution for every sampled node (fixed ones excluded)."""
+    return {p.optuna_name: p.distribution for p in walk(params) if not isinstance(p, FixedParam)}
+
+
+def definitions(param: Param) -> Iterator[Param]:
+    """`param` and every node any of its branches defines (all that it may set)."""
+    yield param
+    if isinstance(param, ChoiceParam):
+        for branch in param.branches.values():
+            for inner in branch:
+                yield from definitions(inner)

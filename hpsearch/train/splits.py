@@ -1,0 +1,34 @@
+"""The containers the data loaders return and the training loop consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+@dataclass
+class TensorSplit:
+    """One split as two tensors: inputs `x` (N, ...) and integer class labels `y` (N,)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+Split = Union[TensorSplit, Dataset]
+
+
+@dataclass
+class DataSplits:
+    """The three splits of a data set plus what a model needs to know about it."""
+
+    train: Split
+    val: Split
+    test: Split | None  # the official test split; never used by training
+    num_classes: int
+    input_shape: tuple[int, ...]  # (C, H, W) for images, (features,) for vectors

@@ -1,0 +1,55 @@
+"""Ctrl-C and a killed worker never leave a trial RUNNING (real processes and signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+LONG = """\
+base: {dataset: digits, epochs: 100000, batch_size: 64, width: 32}
+objective: {metric: val_acc}
+sampler: {name: random, seed: 0}
+pruner: {name: none}
+trials: 2
+space:
+  lr: {type: float, low: 1e-4, high: 1e-2, log: true}
+"""
+
+
+def wait_for_running_trial(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            trials = optuna.load_study(study_name="long", storage=url).get_trials()
+            if any(t.state == TrialState.RUNNING and t.user_attrs.get("history") for t in trials):
+                return
+        except KeyError:
+            pass  # the study is not created yet
+        time.sleep(0.2)
+    pytest.fail("no trial started training in time")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_marks_the_running_trial_failed(write_study, tmp_path, sig):
+    path = write_study("long", LONG)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    command = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_running_trial(url, process)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines() == [
+        "error: interrupted; the running trial was marked FAIL and no trial is left RUNNING; "
+        "fix: rerun the same command to finish the budget"
+    ]
+    states = [t.state for t in optuna.load_study(study_name="long", storage=url).get_trials()]
+    assert states == [TrialState.FAIL]
