@@ -31,13 +31,14 @@ class ProgressObserver:
         self._task = None
 
     def __enter__(self) -> "ProgressObserver":
-        self._progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._progress.stop()
+        if self._task is not None:
+            self._progress.stop()
 
     def on_start(self, study: optuna.Study, budget: int, finished: int) -> None:
+        self._progress.start()  # only once there is work: errors before it stay one line
         self._task = self._progress.add_task(
             "run", total=budget, completed=finished, study=study.study_name, status=""
         )

@@ -96,15 +96,21 @@ def _prepared_objective(spec: StudySpec, overrides: dict[str, Any]) -> StudyObje
     objective = StudyObjective(spec, overrides)
     config = objective.config_for({})
     objective.device = resolve_device(config.device)
-    data = load_data(config, objective.device)  # cached: the first trial reuses it
-    build_model(config, data.input_shape, data.num_classes)
+    where = f"{spec.path}: base"
+    data = load_data(config, objective.device, where=f"{where}.dataset")  # cached for trials
+    build_model(config, data.input_shape, data.num_classes, where=f"{where}.model")
     return objective
 
 
 def fixed_settings(spec: StudySpec, objective: StudyObjective) -> dict[str, Any]:
     """The settings no trial of this study varies: they define what its trials compare."""
-    config = objective.config_for({})
-    return config.fixed_settings(exclude=spec.space.sampled_settings())
+    sampled = spec.space.sampled_settings()
+    fixed = objective.config_for({}).fixed_settings(exclude=sampled)
+    for name in sampled:  # `model_args.hidden` is sampled: drop that entry, keep the others
+        head, _, key = name.partition(".")
+        if key and head in fixed:
+            fixed[head] = {k: v for k, v in fixed[head].items() if k != key}
+    return fixed
 
 
 def _open_study(
@@ -119,12 +125,26 @@ def _open_study(
         directions=list(spec.objective.directions),
         load_if_exists=True,
     )
+    _reseed_on_resume(study, spec)
     stored = study.user_attrs.get(ATTR_FIXED)
     if stored is None:
         _describe_study(study, spec, fixed)
     elif stored != fixed:
         raise StudyMismatchError(_mismatch_message(name, stored, fixed))
     return study
+
+
+def _reseed_on_resume(study: optuna.Study, spec: StudySpec) -> None:
+    """Offset the sampler's seed by the trials already stored.
+
+    A resumed (or second) worker seeded like the first would replay the first worker's
+    random draws and duplicate its trials; seed + stored trials keeps runs reproducible
+    without repeats.
+    """
+    stored = len(study.get_trials(deepcopy=False))
+    if stored and spec.sampler.seed is not None:
+        sampler = spec.sampler.model_copy(update={"seed": spec.sampler.seed + stored})
+        study.sampler = build_sampler(spec.model_copy(update={"sampler": sampler}))
 
 
 def _describe_study(study: optuna.Study, spec: StudySpec, fixed: dict[str, Any]) -> None:

@@ -198,3 +198,11 @@ def test_settings_lists_every_knob():
     result = invoke("settings")
     assert "lr               float  default 0.001" in result.output
     assert "one of: sgd, adam, adamw, rmsprop" in result.output
+
+
+def test_resumed_random_study_does_not_repeat_parameters(tiny, tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    for budget in ("1", "2", "3"):  # three separate worker runs, same seed in the file
+        assert invoke("run", "--study", "tiny", "--storage", url, "--trials", budget, *tiny).exit_code == 0
+    lrs = [t.params["lr"] for t in trials_of("tiny", url)]
+    assert len(set(lrs)) == 3

@@ -12,8 +12,8 @@ from typing import Any, Iterable, Mapping, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from hpsearch.config import CHOICES, ConfigError, base_type, coerce_value, field_names
-from hpsearch.errors import SpecError
+from hpsearch.config import CHOICES, base_type, coerce_value, field_names, is_setting
+from hpsearch.errors import ConfigError, SpecError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -29,11 +29,15 @@ def did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.6) -> str:
     return f"did you mean {', '.join(close)}? " if close else ""
 
 
-def unknown_name(file: str, field: str, noun: str, name: Any, allowed: Iterable[str]) -> SpecError:
-    """`unknown sampler `foo`` with the allowed names (and the closest one) in the fix."""
-    allowed = list(allowed)
+def unknown_name(
+    file: str, field: str, noun: str, name: Any, allowed: Iterable[str], owner: str = ""
+) -> SpecError:
+    """`unknown sampler `foo`` (or `unknown argument `x` for pruner `median``), with the
+    allowed names, and the closest one, in the fix."""
+    allowed = [str(a) for a in allowed]
     fix = f"{did_you_mean(name, allowed)}use one of: {', '.join(allowed)}"
-    return SpecError(file, field, f"unknown {noun} `{name}`", None, fix)
+    owner = f" for {owner}" if owner else ""
+    return SpecError(file, field, f"unknown {noun} `{name}`{owner}", None, fix)
 
 
 def check_keys(
@@ -55,7 +59,8 @@ def require_mapping(data: Any, file: str, field: str, example: str) -> Mapping[s
 
 def bad_type(file: str, field: str, want: str, value: Any) -> SpecError:
     """`must be a number (got 'abc')`: one wording for every wrong type."""
-    return SpecError(file, field, f"must be {want}", value, f"write {want} for `{field}`")
+    key = field.rsplit(".", 1)[-1]
+    return SpecError(file, field, f"must be {want}", value, f"write {want} for `{key}`")
 
 
 def check_setting_value(file: str, field: str, name: str, value: Any) -> Any:
@@ -67,6 +72,8 @@ def check_setting_value(file: str, field: str, name: str, value: Any) -> Any:
 
 
 def _setting_value_error(file: str, field: str, name: str, value: Any) -> SpecError:
+    if not is_setting(name):
+        return unknown_setting(file, field, name)
     allowed = CHOICES.get(name)
     if allowed is not None and isinstance(value, str):
         problem = f"`{name}` must be one of {', '.join(allowed)}"
@@ -86,7 +93,7 @@ def unknown_setting(file: str, field: str, name: str) -> SpecError:
 
 def validate_model(
     cls: type[ModelT], data: Mapping[str, Any], file: str, field: str, noun: str = "key",
-    allowed: Iterable[str] | None = None,
+    allowed: Iterable[str] | None = None, owner: str = "",
 ) -> ModelT:
     """`cls(**data)`, with pydantic's errors turned into ONE SpecError.
 
@@ -101,13 +108,15 @@ def validate_model(
     where = join(field, *first["loc"])
     if first["type"] == "extra_forbidden":
         keys = list(cls.model_fields) if allowed is None else list(allowed)
-        raise unknown_name(file, where, noun, first["loc"][-1], keys)
+        raise unknown_name(file, where, noun, first["loc"][-1], keys, owner)
     raise _translate(first, file, where)
 
 
-def spec_problem(problem: str, fix: str) -> PydanticCustomError:
-    """An error for a pydantic validator that `validate_model` reports with this fix."""
-    return PydanticCustomError("spec", "{problem}", {"problem": problem, "fix": fix})
+def spec_problem(problem: str, fix: str, value: Any = None) -> PydanticCustomError:
+    """An error for a pydantic validator, reported by `validate_model` with this fix."""
+    return PydanticCustomError(
+        "spec", "{problem}", {"problem": problem, "fix": fix, "value": value}
+    )
 
 
 _WANTS = {
@@ -125,7 +134,9 @@ _WANTS = {
     "model_type": "a mapping",
 }
 
-_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+_BOUNDS = {
+    "greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"
+}
 
 
 def _translate(error: Mapping[str, Any], file: str, where: str) -> SpecError:
@@ -140,5 +151,5 @@ def _translate(error: Mapping[str, Any], file: str, where: str) -> SpecError:
         return SpecError(file, where, f"must be {op} {bound}", value, f"use a value {op} {bound}")
     if kind == "spec":  # raised by our own validators with the fix in the context
         ctx = error["ctx"]
-        return SpecError(file, where, ctx["problem"], value, ctx["fix"])
-    return SpecError(file, where, error["msg"], value, "see the study file format in README.md")
+        return SpecError(file, where, ctx["problem"], ctx["value"], ctx["fix"])
+    return SpecError(file, where, error["msg"], value, f"correct `{where}`")

@@ -7,7 +7,8 @@ suggest themselves, so `SearchSpace` (space.py) only walks them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Union
 
 from optuna.distributions import (
@@ -55,7 +56,7 @@ class ChoiceParam:
     optuna_name: str
     choices: tuple[Any, ...]
     field: str
-    branches: Mapping[Any, tuple["Param", ...]] = field(default_factory=dict)
+    branches: Mapping[Any, tuple["Param", ...]] = dataclasses.field(default_factory=dict)
     selector: bool = False
     has_when: bool = False  # written with `when:` (even if every branch is empty)
 

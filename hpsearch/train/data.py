@@ -52,7 +52,8 @@ def load_data(config: TrainConfig, device: torch.device, *, where: str = "datase
         return splits_from_factory(factory, config, device, where)
     check_fractions(config)
     root = data_root(config)
-    key = (config.dataset, str(root), config.split_seed, config.val_fraction,
+    folder = "" if config.dataset == "digits" else str(root)  # digits is bundled: no folder
+    key = (config.dataset, folder, config.split_seed, config.val_fraction,
            config.train_fraction, config.max_val_samples, str(device))
     if key in _SPLIT_CACHE:
         _SPLIT_CACHE.move_to_end(key)
@@ -69,7 +70,9 @@ def check_fractions(config: TrainConfig) -> None:
     """Reject split fractions that leave nothing to train or validate on, or overlap."""
     val, train = config.val_fraction, config.train_fraction
     if not 0 < val < 1:
-        raise ConfigError(f"val_fraction must be > 0 and < 1, got {val}; fix: e.g. val_fraction=0.1")
+        raise ConfigError(
+            f"val_fraction must be > 0 and < 1, got {val}; fix: e.g. val_fraction=0.1"
+        )
     if train is not None and not 0 < train < 1:
         raise ConfigError(
             f"train_fraction must be > 0 and < 1 (or none for all the rest), got {train}; "

@@ -38,7 +38,9 @@ def splits_from_factory(
               if out.get(key) is not None}
     num_classes = out.get("num_classes") or _infer_classes(splits, name)
     input_shape = tuple(out.get("input_shape") or _infer_shape(splits["train"]))
-    return DataSplits(splits["train"], splits["val"], splits.get("test"), int(num_classes), input_shape)
+    return DataSplits(
+        splits["train"], splits["val"], splits.get("test"), int(num_classes), input_shape
+    )
 
 
 def _as_split(value: Any, key: str, name: str, device: torch.device) -> Split:
@@ -50,7 +52,9 @@ def _as_split(value: Any, key: str, name: str, device: torch.device) -> Split:
         try:
             x, y = torch.as_tensor(value[0]), torch.as_tensor(value[1])
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"{name}: `{key}` is not a pair of tensors ({exc}); fix: return {_EXPECTED}") from exc
+            raise ConfigError(
+                f"{name}: `{key}` is not a pair of tensors ({exc}); fix: return {_EXPECTED}"
+            ) from exc
         return _tensor_split(x, y, key, name, device)
     raise ConfigError(f"{name}: `{key}` is a {type(value).__name__}; fix: return {_EXPECTED}")
 

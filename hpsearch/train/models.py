@@ -101,7 +101,7 @@ def _head(config: TrainConfig, features: int, num_classes: int) -> list[nn.Modul
 def torchvision_model(
     arch: str, input_shape: tuple[int, ...], num_classes: int, where: str = "model"
 ) -> nn.Module:
-    """`torchvision.models.get_model(arch)` untrained, its first conv fitted to the input channels."""
+    """`torchvision.models.get_model(arch)`, untrained, first conv fitted to the input channels."""
     import torchvision.models
 
     if arch not in torchvision.models.list_models():
@@ -118,7 +118,8 @@ def torchvision_model(
 
 def _fit_first_conv(model: nn.Module, in_channels: int) -> None:
     """Swap the first Conv2d for one with `in_channels` inputs (1-channel MNIST), same settings."""
-    name, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
+    convs = ((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    name, conv = next(convs, ("", None))
     if conv is None or conv.in_channels == in_channels:
         return
     replacement = nn.Conv2d(

@@ -58,7 +58,9 @@ def _decay(config: TrainConfig, whole_epochs: int, epoch: float) -> float:
         return 1.0
     if kind == "step":
         if config.step_size < 1:
-            raise ConfigError(f"step_size must be >= 1 epoch, got {config.step_size}; fix: e.g. 30 [003]")
+            raise ConfigError(
+                f"step_size must be >= 1 epoch, got {config.step_size}; fix: e.g. 30 [003]"
+            )
         return config.gamma ** (whole_epochs // config.step_size)
     if kind == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -70,7 +70,8 @@ def read_builtin(name: str, root: Path, cache: Path) -> RawData:
     """
     key = (name, "" if name == "digits" else str(root))
     if key not in _RAW_CACHE:
-        _RAW_CACHE[key] = _read_digits() if name == "digits" else _read_torchvision(name, root, cache)
+        is_digits = name == "digits"
+        _RAW_CACHE[key] = _read_digits() if is_digits else _read_torchvision(name, root, cache)
     return _RAW_CACHE[key]
 
 
@@ -124,7 +125,7 @@ def _open_or_fetch(name: str, cls, source: _Source, root: Path, cache: Path):
     try:
         # torchvision reports progress on stdout; keep stdout clean for the CLI's own output.
         with contextlib.redirect_stdout(sys.stderr):
-            return cls(str(work), train=True, download=True), cls(str(work), train=False, download=True)
+            return _both_splits(cls, work, download=True)
     except Exception as exc:  # no network, a bad archive, a full disk...
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         raise DataError(missing_message(name, root, f"download failed: {detail}")) from exc
@@ -132,9 +133,14 @@ def _open_or_fetch(name: str, cls, source: _Source, root: Path, cache: Path):
 
 def _try_open(cls, folder: Path):
     try:
-        return cls(str(folder), train=True, download=False), cls(str(folder), train=False, download=False)
+        return _both_splits(cls, folder, download=False)
     except Exception:  # torchvision's "Dataset not found" / "corrupted", a truncated file...
         return None
+
+
+def _both_splits(cls, folder: Path, download: bool):
+    """The official (train, test) splits of torchvision data set `cls` in `folder`."""
+    return tuple(cls(str(folder), train=split, download=download) for split in (True, False))
 
 
 def missing_message(name: str, root: Path, why: str) -> str:
@@ -182,8 +188,14 @@ def _folder_lock(folder: Path):
 
 
 def _writable(folder: Path) -> bool:
-    """True when `folder` exists and is writable, or could be created."""
+    """True when `folder` exists and is writable, or could be created.
+
+    A folder without any write permission bit counts as read-only even for root, who may
+    write anywhere: a shared data folder marked read-only must stay untouched.
+    """
     for candidate in (folder, *folder.parents):
         if candidate.exists():
-            return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
+            marked_writable = candidate.stat().st_mode & 0o222
+            allowed = os.access(candidate, os.W_OK | os.X_OK)
+            return candidate.is_dir() and bool(marked_writable) and allowed
     return False

@@ -1,0 +1,112 @@
+"""The search space of a study: parsed from `space:`, validated, and suggested per trial.
+
+Grammar (one entry per parameter; the name is a setting, or a selector with `when`):
+    lr: 0.001  |  lr: {value: 0.001}                     fixed
+    lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true, step: null}
+    optimizer: {choices: [sgd, adam], when: {sgd: {momentum: {low: 0.8, high: 0.99}}}}
+    batch_size: {values: [64, 128, 256]}                   a grid axis
+A parameter inside a branch is sampled under its own Optuna name (`lr[sgd]`, nested
+`lr[sgd/step]`), so each branch gets its own distribution and TPE with `group=True` models
+every branch separately; optuna-dashboard shows the same names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.distributions import BaseDistribution
+from optuna.trial import BaseTrial
+
+from hpsearch.errors import SpecError
+from hpsearch.spec import _params
+from hpsearch.spec._params import ChoiceParam, FixedParam, Param, RangeParam, definitions
+from hpsearch.spec._space_parser import parse_params
+
+__all__ = ["ChoiceParam", "FixedParam", "Param", "RangeParam", "SearchSpace", "parse_space"]
+
+_GRID_FIX = "use sampler tpe or random, or write the parameter as `values: [...]`"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The parsed `space:` of one study file (`file` names it in messages)."""
+
+    params: tuple[Param, ...]
+    file: str = ""
+
+    def suggest(self, trial: BaseTrial) -> dict[str, Any]:
+        """Setting -> value for this trial: active branches only, fixed values included,
+        selectors (which are no settings) left out."""
+        return _params.suggest(self.params, trial)
+
+    def fixed_values(self) -> dict[str, Any]:
+        """The settings fixed at the top of the space (set in every trial)."""
+        return {p.name: p.value for p in self.params if isinstance(p, FixedParam)}
+
+    def sampled_settings(self) -> set[str]:
+        """Every setting some trial may sample, or set only inside a branch."""
+        names = {p.name for p in _params.walk(self.params) if not _is_selector(p)}
+        return names - set(self.fixed_values())
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Optuna parameter name -> distribution, for every branch (the distribution table)."""
+        return _params.distributions(self.params)
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The GridSampler search space: one axis per list of values or choices."""
+        axes: dict[str, list[Any]] = {}
+        for param in self.params:
+            if isinstance(param, FixedParam):
+                continue
+            if isinstance(param, RangeParam):
+                raise SpecError(self.file, param.field, "the grid sampler cannot search a range",
+                                None, _GRID_FIX)
+            if param.has_when:
+                raise SpecError(self.file, param.field,
+                                "the grid sampler cannot search `when` branches", None, _GRID_FIX)
+            axes[param.optuna_name] = list(param.choices)
+        return axes
+
+    def grid_size(self) -> int:
+        """How many trials a full grid takes (1 for a space of fixed values only)."""
+        return math.prod(len(values) for values in self.grid().values())
+
+
+def parse_space(data: Any, file: str, field: str = "space") -> SearchSpace:
+    """Validate the `space:` mapping of a study file; raise SpecError on the first problem."""
+    params = parse_params(data, file, field)
+    _check_set_once(params, {}, file)
+    return SearchSpace(params, file)
+
+
+def _is_selector(param: Param) -> bool:
+    return isinstance(param, ChoiceParam) and param.selector
+
+
+def _check_set_once(params: tuple[Param, ...], outer: dict[str, str], file: str) -> None:
+    """A setting may be set once on any path: siblings are active together, and a branch is
+    active together with everything above it. `outer` maps those names to their field."""
+    active = dict(outer)
+    for param in params:
+        for name, field in _names(param).items():
+            if name in active:
+                raise SpecError(file, field, f"`{name}` is also set at {active[name]}", None,
+                                "set it in one place only, or in each branch instead")
+        active.update(_names(param))
+    for param in params:
+        if not isinstance(param, ChoiceParam):
+            continue
+        around = {n: f for n, f in active.items() if n not in _names(param)}
+        around[param.name] = param.field
+        for branch in param.branches.values():
+            _check_set_once(branch, around, file)
+
+
+def _names(param: Param) -> dict[str, str]:
+    """Name -> field of the first place `param` or one of its branches sets each name."""
+    names: dict[str, str] = {}
+    for node in definitions(param):
+        names.setdefault(node.name, node.field)
+    return names

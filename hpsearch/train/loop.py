@@ -1,0 +1,232 @@
+"""The training loop: seeded, device-resident, one host synchronisation per epoch.
+
+It returns an epoch history and knows nothing of Optuna; `on_epoch` is the objective's hook
+(report, prune). Batches of a `TensorSplit` are index slices of a per-epoch permutation over
+tensors already on the device (airbench); a torch `Dataset` is streamed through a DataLoader.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from hpsearch.config import TrainConfig
+from hpsearch.errors import ConfigError
+from hpsearch.train.augment import augment, check_augment
+from hpsearch.train.models import build_model
+from hpsearch.train.optim import build_optimizer, build_scheduler, lr_factor
+from hpsearch.train.splits import DataSplits, Split, TensorSplit
+
+EVAL_BATCH = 4096  # samples per evaluation batch: no gradients, so larger than training's
+EVAL_ELEMENTS = 4 * 2**20  # ...but at most ~16 MB of float32 inputs (CNNs on 3x32x32)
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite (eliminatory: LR overshoot [000])."""
+
+    def __init__(self, epoch: int, history: list[dict]):
+        self.epoch, self.history = epoch, history
+        loss = history[-1]["train_loss"] if history else float("nan")
+        super().__init__(f"training diverged at epoch {epoch}: train loss {loss}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda if available, else cpu; an unavailable device is a one-line ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"device `{name}` is not a device; fix: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device `{name}`: CUDA is not available here; fix: use device=auto or device=cpu"
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device `{name}`: only {torch.cuda.device_count()} CUDA device(s) here; "
+            f"fix: use cuda:0..cuda:{torch.cuda.device_count() - 1} or device=auto"
+        )
+    return device
+
+
+def train(
+    config: TrainConfig, data: DataSplits, device: torch.device,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train as `fit` does and return only the epoch history."""
+    return fit(config, data, device, on_epoch)[1]
+
+
+def fit(
+    config: TrainConfig, data: DataSplits, device: torch.device,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[nn.Module, list[dict]]:
+    """Train `config.model` on `data.train` for `config.epochs` epochs; return (model, history).
+
+    Each epoch's record: epoch (1-based), train_loss, train_acc (running means over the epoch's
+    batches, the L1 penalty included in the loss), val_loss, val_acc (fractions), lr (the rate
+    of the epoch's last batch) and epoch_time_s (training + validation). `on_epoch(record)` is
+    called after each epoch and may raise (e.g. to prune). A NaN/inf training loss raises
+    `Diverged` right after that epoch, before `on_epoch`.
+    """
+    device = torch.device(device)
+    check_augment(config, data.input_shape)
+    torch.manual_seed(config.seed)  # weight init; not bit-exact on GPU [004]
+    model = build_model(config, data.input_shape, data.num_classes).to(device)
+    optimizer = build_optimizer(config, model)
+    generator = torch.Generator(device=device).manual_seed(config.seed)  # batch order, augmentation
+    batches = _TrainBatches(data.train, config, device, generator)
+    scheduler = build_scheduler(config, optimizer, len(batches))
+    step = _Step(model, optimizer, scheduler, config)
+    history: list[dict] = []
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        train_loss, train_acc = _train_epoch(step, batches, config, generator, device)
+        val_loss, val_acc = evaluate(model, data.val, config, device)
+        history.append({
+            "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+            "val_loss": val_loss, "val_acc": val_acc,
+            "lr": config.lr * lr_factor(config, epoch * len(batches) - 1, len(batches)),
+            "epoch_time_s": time.perf_counter() - start,  # .item() above synchronised the device
+        })
+        if not math.isfinite(train_loss):
+            raise Diverged(epoch, history)
+        if on_epoch is not None:
+            on_epoch(history[-1])
+    return model, history
+
+
+def evaluate(
+    model: nn.Module, split: Split, config: TrainConfig, device: torch.device
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` on `split`, in eval mode, without gradients.
+
+    The loss is plain cross-entropy, without label smoothing or L1, so validation losses stay
+    comparable across those settings.
+    """
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    with torch.no_grad():
+        for x, y in _eval_batches(split, config, device):
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(dim=1) == y).sum()
+            seen += len(y)
+    if seen == 0:
+        return math.nan, math.nan
+    return loss_sum.item() / seen, correct.item() / seen  # the one host sync
+
+
+class _Step:
+    """One optimisation step: loss (+ L1 [001]), backward, clipping, optimizer and schedule."""
+
+    def __init__(self, model: nn.Module, optimizer, scheduler, config: TrainConfig):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.config = config
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        # L1 on weights only (matrices, kernels), not biases or norm scales.
+        self.weights = [p for p in model.parameters() if p.dim() > 1]
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.model(x)
+        loss = self.loss_fn(logits, y)
+        if self.config.l1 > 0:
+            loss = loss + self.config.l1 * sum(w.abs().sum() for w in self.weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), logits.detach()
+
+
+def _train_epoch(
+    step: _Step, batches: _TrainBatches, config: TrainConfig, generator, device
+) -> tuple[float, float]:
+    step.model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for x, y in batches:
+        if config.augment != "none":
+            x = augment(x, config, generator)
+        loss, logits = step(x, y)
+        # Accumulate on the device: reading a value per batch would stall the GPU every step.
+        loss_sum += loss.float() * len(y)
+        correct += (logits.argmax(dim=1) == y).sum()
+        seen += len(y)
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+class _TrainBatches:
+    """Training batches for one epoch per iteration, shuffled; nothing dropped."""
+
+    def __init__(self, split: Split, config: TrainConfig, device: torch.device, generator):
+        self.device, self.generator, self.batch_size = device, generator, config.batch_size
+        if len(split) == 0:
+            raise ConfigError("the training split is empty; fix: raise train_fraction")
+        if isinstance(split, TensorSplit):
+            self.split, self.loader = _to_device(split, device), None
+            self.bounds = batch_bounds(len(split), config.batch_size)
+        else:
+            shuffle = torch.Generator().manual_seed(config.seed)  # DataLoader shuffles on the CPU
+            self.loader = DataLoader(
+                split, batch_size=config.batch_size, shuffle=True, generator=shuffle
+            )
+
+    def __len__(self) -> int:
+        return len(self.bounds) if self.loader is None else len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.loader is not None:
+            return _moved(self.loader, self.device)
+        return self._slices()
+
+    def _slices(self) -> Iterator[tuple[Tensor, Tensor]]:
+        x, y = self.split.x, self.split.y
+        perm = torch.randperm(len(y), generator=self.generator, device=self.device)
+        for start, stop in self.bounds:
+            idx = perm[start:stop]
+            yield x[idx], y[idx]
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch over `n` samples. A last batch of one sample joins the one
+    before it: BatchNorm cannot train on a single sample, and nothing is dropped."""
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def _eval_batches(split: Split, config: TrainConfig, device: torch.device):
+    if not isinstance(split, TensorSplit):
+        return _moved(DataLoader(split, batch_size=config.batch_size), device)
+    split = _to_device(split, device)
+    per_sample = max(1, split.x[0].numel()) if len(split) else 1
+    size = max(config.batch_size, min(EVAL_BATCH, EVAL_ELEMENTS // per_sample))
+    return ((split.x[i:i + size], split.y[i:i + size]) for i in range(0, len(split), size))
+
+
+def _to_device(split: TensorSplit, device: torch.device) -> TensorSplit:
+    if split.x.device == device and split.y.device == device:
+        return split
+    return TensorSplit(split.x.to(device), split.y.to(device))
+
+
+def _moved(loader: DataLoader, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    for x, y in loader:
+        x = torch.as_tensor(x)
+        yield (x if x.is_floating_point() else x.float()).to(device), torch.as_tensor(y).to(device)
