@@ -8,6 +8,7 @@ user attributes, so curves can be drawn and any run reproduced from storage alon
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -68,7 +69,7 @@ class StudyObjective:
         try:
             train(config, data, self.device, on_epoch=self._reporter(trial, history))
         except Diverged as diverged:
-            trial.set_user_attr(ATTR_HISTORY, list(diverged.history))
+            trial.set_user_attr(ATTR_HISTORY, [_json_safe(r) for r in diverged.history])
             trial.set_user_attr(ATTR_REASON, "diverged")
             raise optuna.TrialPruned(f"diverged: non-finite train loss at epoch {diverged.epoch}")
         values = [metric_value(name, history) for name in self.spec.objective.metrics]
@@ -90,3 +91,10 @@ class StudyObjective:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         return on_epoch
+
+
+def _json_safe(record: Mapping[str, Any]) -> dict[str, Any]:
+    """NaN/inf become None: strict JSON readers (the dashboard's browser side) reject them."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
+    }

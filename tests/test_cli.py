@@ -206,3 +206,18 @@ def test_resumed_random_study_does_not_repeat_parameters(tiny, tmp_path):
         assert invoke("run", "--study", "tiny", "--storage", url, "--trials", budget, *tiny).exit_code == 0
     lrs = [t.params["lr"] for t in trials_of("tiny", url)]
     assert len(set(lrs)) == 3
+
+
+def test_diverging_trial_is_pruned_with_reason(write_study, studies_dir, tmp_path):
+    write_study("hot", "base: {dataset: digits, epochs: 5, optimizer: sgd, momentum: 0.0}\n"
+                "objective: {metric: val_acc}\nsampler: {name: grid}\npruner: {name: none}\n"
+                "space:\n  lr: {values: [1.0e+6]}\n")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = invoke("run", "--study", "hot", "--storage", url, "--studies-dir", str(studies_dir))
+    assert result.exit_code == 0, result.output
+    (trial,) = trials_of("hot", url)
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["reason"] == "diverged"
+    history = trial.user_attrs["history"]
+    assert len(history) < 5  # ended at once, not after the remaining epochs
+    assert history[-1]["train_loss"] is None  # NaN stored as JSON null
