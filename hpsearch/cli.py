@@ -16,6 +16,8 @@ import optuna
 
 from hpsearch import config as config_module
 from hpsearch import console, results, runner
+from hpsearch.protocol import lr_find_study, test_phase
+from hpsearch.protocol import run as protocol_run
 from hpsearch.errors import HpsearchError
 from hpsearch.storage import STORAGE_ENV
 
@@ -66,8 +68,7 @@ def cli() -> None:
 @reports_errors
 def run(study, trials, storage, settings, device, data_dir, name, studies_dir) -> None:
     """Run (or resume) a study until it has its budget of trials."""
-    overrides = config_module.parse_set_options(settings)
-    overrides.update({k: v for k, v in (("device", device), ("data_dir", data_dir)) if v})
+    overrides = _overrides(settings, device, data_dir)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a killed worker cleans up like Ctrl-C
     with console.ProgressObserver() as progress:
         summary = runner.run_study(
@@ -75,6 +76,12 @@ def run(study, trials, storage, settings, device, data_dir, name, studies_dir) -
             studies_dir=studies_dir, observer=progress,
         )
     console.print_run_summary(summary, results.load_study(summary.study_name, storage))
+
+
+def _overrides(settings, device, data_dir) -> dict:
+    overrides = config_module.parse_set_options(settings)
+    overrides.update({k: v for k, v in (("device", device), ("data_dir", data_dir)) if v})
+    return overrides
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -98,6 +105,67 @@ def studies(storage, studies_dir) -> None:
 def best(study, storage, as_json) -> None:
     """Show the best trial: value, parameters and resolved configuration."""
     console.print_best(results.best(study, storage), as_json)
+
+
+@cli.command()
+@click.option("--from", "start", metavar="PHASE", help="First phase to run (default: setup).")
+@click.option("--to", "stop", metavar="PHASE", help="Last phase to run (default: test).")
+@click.option("--trials-scale", type=float, default=1.0, show_default=True, help="Multiply every non-grid phase's trial budget.")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override a training setting in every phase (repeatable).")
+@click.option("--device", help="cpu, cuda, cuda:N or auto.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Data folder (default: $HPSEARCH_DATA_DIR, else storage/data).")
+@click.option("--tag", help="Store this protocol run's studies as NAME@TAG (e.g. one tag per data set).")
+@click.option("--studies-dir", envvar="HPSEARCH_STUDIES_DIR", default="studies", show_default=True, help=STUDIES_DIR_HELP)
+@reports_errors
+def protocol(start, stop, trials_scale, storage, settings, device, data_dir, tag, studies_dir) -> None:
+    """Run PROTOCOL.md's phases in order, each from the choices of the phases before it."""
+    overrides = _overrides(settings, device, data_dir)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    protocol_run.run_protocol(
+        studies_dir=studies_dir, storage=storage, overrides=overrides, start=start, stop=stop,
+        trials_scale=trials_scale, tag=tag, observer=lambda phase: None,
+        on_phase=console.print_phase,
+    )
+
+
+@cli.command("test")
+@click.option("--study", "study", required=True, help="Stored study whose choice is tested.")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--force", is_flag=True, help="Evaluate again although the study was tested.")
+@click.option("--device", help="cpu, cuda, cuda:N or auto.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Data folder.")
+@reports_errors
+def test_command(study, storage, force, device, data_dir) -> None:
+    """Train the study's chosen configuration and evaluate it once on the test split."""
+    result = test_phase.run_test(study, storage, force=force, overrides=_overrides((), device, data_dir))
+    click.echo(
+        f"{study}: test accuracy {result['test_acc']:.4f}, test loss {result['test_loss']:.4f} "
+        f"(trial {result['trial']}'s configuration, {result['epochs']} epochs)"
+    )
+
+
+@cli.command("lr-find")
+@click.option("--study", "study", required=True, help="Study whose configuration is tested.")
+@click.option("--storage", help=STORAGE_HELP)
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override a training setting.")
+@click.option("--device", help="cpu, cuda, cuda:N or auto.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Data folder.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="PNG path (default: storage/plots/lr_find_STUDY.png).")
+@click.option("--record", is_flag=True, help="Store the range on the study: its LR search uses it.")
+@click.option("--studies-dir", envvar="HPSEARCH_STUDIES_DIR", default="studies", show_default=True, help=STUDIES_DIR_HELP)
+@reports_errors
+def lr_find(study, storage, settings, device, data_dir, plot, record, studies_dir) -> None:
+    """LR range test: raise the LR every batch until the loss explodes; suggest an LR."""
+    found = lr_find_study.find_for_study(
+        study, storage=storage, overrides=_overrides(settings, device, data_dir),
+        studies_dir=studies_dir, plot=plot, record=record,
+    )
+    click.echo(
+        f"{found['study']}: suggested lr {found['suggested']:.3g}, range "
+        f"[{found['low']:.3g}, {found['high']:.3g}] ({found['reason']}, {found['steps']} steps); "
+        f"plot: {found['plot']}" + ("; recorded on the study" if record else "")
+    )
 
 
 @cli.command()

@@ -120,6 +120,30 @@ def print_best(result: dict, as_json: bool) -> None:
         return
     for entry in result["best"]:
         values = ", ".join(f"{k} = {_fmt(v)}" for k, v in entry["values"].items())
-        console.print(f"[bold]{result['study']}[/]: trial {entry['trial']}: {values}")
-        console.print("parameters: " + json.dumps(entry["params"], default=str))
-        console.print("configuration: " + json.dumps(entry["config"], default=str))
+        console.print(f"[bold]{result['study']}[/]: best on the objective: trial {entry['trial']}: {values}")
+    choice = result.get("choice")
+    if not choice:
+        for entry in result["best"]:
+            console.print("parameters: " + json.dumps(entry["params"], default=str))
+            console.print("configuration: " + json.dumps(entry["config"], default=str))
+        return
+    console.print(f"[bold]protocol choice[/]: {choice['reason']}", highlight=False)
+    console.print("parameters: " + json.dumps(choice.get("params", {}), default=str), highlight=False)
+    console.print("configuration: " + json.dumps(choice.get("config", {}), default=str), highlight=False)
+    if choice.get("runners_up"):
+        console.print(_runners_up_table(choice["runners_up"]))
+
+
+def _runners_up_table(rows: list[dict]) -> Table:
+    table = Table(title="runners-up")
+    columns = list(rows[0])
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c)) for c in columns))
+    return table
+
+
+def print_phase(outcome) -> None:
+    """One line per protocol phase: status, study and its choice."""
+    console.print(f"{outcome.phase:<18} {outcome.status:<8} {outcome.line}", highlight=False)

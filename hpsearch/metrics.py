@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from hpsearch.protocol import criteria
+
 History = Sequence[Mapping[str, float]]
+
+
+def _finite_or_inf(value: float | int | None) -> float:
+    """Criteria that are undefined on a short curve (None, NaN) rank last when minimised."""
+    return float("inf") if value is None or value != value else float(value)
 
 
 @dataclass(frozen=True)
@@ -41,13 +48,24 @@ METRICS: dict[str, Metric] = {
         Metric("best_val_acc", "maximize", _peak("val_acc", max), "peak validation accuracy"),
         Metric("best_val_loss", "minimize", _peak("val_loss", min), "lowest validation loss"),
         # PROTOCOL.md phase 2 main criterion: the train loss that falls fastest over the first
-        # 10-20 epochs [000], read as the mean train loss over the epochs run (area / epochs).
-        Metric(
-            "train_loss_area",
-            "minimize",
-            lambda history: sum(r["train_loss"] for r in history) / len(history),
-            "mean train loss over the epochs run (early train-loss area)",
-        ),
+        # 10-20 epochs [000], read as the mean train loss over the first 20 epochs run.
+        Metric("train_loss_area", "minimize", criteria.train_loss_area,
+               "mean train loss over the first 20 epochs (early train-loss area)"),
+        Metric("final_plateau", "minimize", criteria.final_plateau,
+               "mean train loss over the last 3 epochs"),
+        # Phase 3 architecture tie-break: the lowest validation loss at the peak [000].
+        Metric("val_loss_at_peak", "minimize", criteria.val_loss_at_peak,
+               "validation loss at the peak-accuracy epoch"),
+        # Phase 3 regularization criterion 1: less overfitting [000, 003].
+        Metric("overfitting_gap", "minimize", criteria.overfitting_gap,
+               "train minus validation accuracy at the peak epoch"),
+        # BatchNorm criterion 1 and optimizer criterion 2: stability [000].
+        Metric("stability", "minimize", lambda h: _finite_or_inf(criteria.stability(h)),
+               "roughness of the validation-accuracy curve (lower is stabler)"),
+        # BatchNorm criterion 2: convergence speed [000].
+        Metric("convergence_epochs", "minimize",
+               lambda h: _finite_or_inf(criteria.convergence_epochs(h)),
+               "epochs to reach 95% of the peak validation accuracy"),
     )
 }
 

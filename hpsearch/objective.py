@@ -16,7 +16,9 @@ import optuna
 
 from hpsearch.config import TrainConfig, resolve_config
 from hpsearch.errors import HpsearchError, TrainingError
-from hpsearch.metrics import metric_value
+from hpsearch.metrics import METRICS, metric_value
+from hpsearch.protocol.choice import ATTR_BASELINE, ATTR_CRITERIA
+from hpsearch.protocol.criteria import all_criteria
 from hpsearch.spec import StudySpec
 from hpsearch.train import Diverged, load_data, train
 
@@ -62,18 +64,32 @@ class StudyObjective:
             raise TrialCrashed(f"trial {trial.number} failed: {message}") from err
 
     def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
-        config = self.config_for(self.spec.space.suggest(trial))
+        # The baseline trial is the inherited configuration unchanged: nothing is sampled.
+        baseline = bool(trial.user_attrs.get(ATTR_BASELINE))
+        config = self.config_for({} if baseline else self.spec.space.suggest(trial))
         trial.set_user_attr(ATTR_CONFIG, config.to_dict())
         data = load_data(config, self.device)  # cached per worker process
         history: list[dict] = []
         try:
             train(config, data, self.device, on_epoch=self._reporter(trial, history))
         except Diverged as diverged:
-            trial.set_user_attr(ATTR_HISTORY, [_json_safe(r) for r in diverged.history])
+            history = [_json_safe(r) for r in diverged.history]
+            trial.set_user_attr(ATTR_HISTORY, history)
+            trial.set_user_attr(ATTR_CRITERIA, trial_criteria(diverged.history))
             trial.set_user_attr(ATTR_REASON, "diverged")
             raise optuna.TrialPruned(f"diverged: non-finite train loss at epoch {diverged.epoch}")
+        criteria = trial_criteria(history)
+        trial.set_user_attr(ATTR_CRITERIA, criteria)
+        self._eliminate(trial, criteria)
         values = [metric_value(name, history) for name in self.spec.objective.metrics]
         return values[0] if len(values) == 1 else values
+
+    def _eliminate(self, trial: optuna.trial.Trial, criteria: Mapping[str, Any]) -> None:
+        """PROTOCOL.md's eliminatory criteria: prune the trial with the verdict as reason."""
+        verdict = criteria.get("lr_verdict")
+        if verdict is not None and verdict in self.spec.eliminate:
+            trial.set_user_attr(ATTR_REASON, verdict)
+            raise optuna.TrialPruned(f"eliminated: {verdict}")
 
     def _reporter(self, trial: optuna.trial.Trial, history: list[dict]):
         metrics = self.spec.objective.metrics
@@ -91,6 +107,14 @@ class StudyObjective:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         return on_epoch
+
+
+def trial_criteria(history: list[dict]) -> dict[str, Any]:
+    """Every metric and criterion of the protocol over one history, JSON-safe."""
+    values: dict[str, Any] = dict(all_criteria(history))
+    for name in METRICS:
+        values[name] = metric_value(name, history)
+    return _json_safe(values)
 
 
 def _json_safe(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import UsageError
 from hpsearch.objective import ATTR_CONFIG, ATTR_ERROR, ATTR_HISTORY, ATTR_REASON
-from hpsearch.runner import ATTR_PHASE, FINISHED
+from hpsearch.preparation import ATTR_PHASE
+from hpsearch.protocol.chain import ATTR_SELECTION
+from hpsearch.runner import FINISHED
 from hpsearch.spec import list_study_files, load_study_spec
 from hpsearch.storage import mask_url, open_storage, resolve_storage_url, storage_exists
 
@@ -37,6 +39,9 @@ def best(name: str, storage: str | None = None) -> dict[str, Any]:
     """The best trial (or the Pareto front, for several objectives) with its configuration."""
     study = load_study(name, storage)
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed and study.user_attrs.get(ATTR_SELECTION):
+        return {"study": name, "metrics": study.metric_names or ["value"], "best": [],
+                "choice": study.user_attrs[ATTR_SELECTION]}  # a skipped phase
     if not completed:
         raise UsageError(
             f"study `{name}` has no completed trial yet; fix: run `hpsearch run --study {name}`"
@@ -48,6 +53,9 @@ def best(name: str, storage: str | None = None) -> dict[str, Any]:
         "metrics": metrics,
         "directions": [d.name.lower() for d in study.directions],
         "best": [_trial_summary(t, metrics) for t in chosen],
+        # The protocol's choice (criteria with tolerances, baseline) and why: what later
+        # phases inherit. It may differ from Optuna's best on the objective alone.
+        "choice": study.user_attrs.get(ATTR_SELECTION),
     }
 
 

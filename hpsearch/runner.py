@@ -15,22 +15,19 @@ from typing import Any, Mapping, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.errors import StudyMismatchError, TrainingError
+from hpsearch.errors import TrainingError
 from hpsearch.objective import StudyObjective, TrialCrashed
-from hpsearch.spec import StudySpec, build_pruner, build_sampler, find_study_file, load_study_spec
-from hpsearch.storage import mask_url, open_storage, resolve_storage_url
-from hpsearch.train import build_model, load_data, resolve_device
+from hpsearch.preparation import prepare_study
+from hpsearch.protocol.chain import ATTR_SELECTION, precondition_failure, skipped_choice
+from hpsearch.protocol.choice import ATTR_BASELINE, choose
+from hpsearch.protocol.setup_phase import run_setup_phase
+from hpsearch.spec import StudySpec, find_study_file, load_study_spec
+from hpsearch.storage import mask_url, resolve_storage_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A study whose trials crash this many times in a row stops: the cause is in the code or the
 # data, and running the rest of the budget would only repeat the same failure.
 MAX_CONSECUTIVE_FAILURES = 3
-
-# Study user attributes.
-ATTR_FIXED = "fixed_settings"
-ATTR_STUDY_FILE = "study_file"
-ATTR_DESCRIPTION = "description"
-ATTR_PHASE = "phase"
 
 
 class RunObserver(Protocol):
@@ -51,10 +48,12 @@ class RunSummary:
     finished_before: int  # COMPLETE + PRUNED trials before this run
     new_trials: list[int] = field(default_factory=list)  # numbers of the trials this run ran
     counts: dict[str, int] = field(default_factory=dict)  # whole study: state name -> count
+    skipped: str | None = None  # why the phase did not apply (its precondition failed)
+    choice: dict[str, Any] | None = None  # the phase's choice, as stored on the study
 
     @property
     def nothing_to_do(self) -> bool:
-        return self.finished_before >= self.budget
+        return self.skipped is not None or self.finished_before >= self.budget
 
 
 def resolve_spec(study: str | Path | StudySpec, studies_dir: str | Path | None) -> StudySpec:
@@ -73,97 +72,52 @@ def run_study(
     name: str | None = None,
     studies_dir: str | Path | None = None,
     observer: RunObserver | None = None,
+    tag: str | None = None,
 ) -> RunSummary:
     """Run study `study` until it has `trials` COMPLETE or PRUNED trials (default: the file's).
 
-    Everything that can be wrong with the input (study file, overrides, model, data set) is
-    checked before storage is touched, so a bad request writes nothing.
+    Everything that can be wrong with the input (study file, overrides, parents, model, data
+    set) is checked before storage is written, so a bad request stores nothing. A phase whose
+    precondition fails on what it inherits is skipped, the reason stored on its study. At the
+    end the phase's choice (PROTOCOL.md's criteria, not only Optuna's best) is stored too.
     """
     spec = resolve_spec(study, studies_dir)
-    budget = spec.trials if trials is None else trials
-    objective = _prepared_objective(spec, dict(overrides or {}))
     url = resolve_storage_url(storage)
-    optuna_study = _open_study(spec, name or spec.name, open_storage(url), objective)
+    prepared = prepare_study(spec, url, overrides or {}, name=name, tag=tag)
+    spec, optuna_study = prepared.spec, prepared.study
+    budget = _budget(spec, trials)
     summary = RunSummary(optuna_study.study_name, mask_url(url), budget, _finished(optuna_study))
+    skip = precondition_failure(spec.precondition, prepared.inheritance)
+    if skip is not None:
+        optuna_study.set_user_attr(ATTR_SELECTION, skipped_choice(skip, prepared.inheritance))
+        summary.skipped = skip
+        return summary
+    if spec.phase == "setup":
+        run_setup_phase(optuna_study, prepared.objective)
     if not summary.nothing_to_do:
-        _optimize(optuna_study, objective, budget, summary, observer)
+        _enqueue_baseline(optuna_study, spec)
+        _optimize(optuna_study, prepared.objective, budget, summary, observer)
     summary.counts = _state_counts(optuna_study)
+    summary.choice = choose(optuna_study, spec)
     return summary
 
 
-def _prepared_objective(spec: StudySpec, overrides: dict[str, Any]) -> StudyObjective:
-    """Resolve the fixed configuration and build its data and model once, to fail early."""
-    objective = StudyObjective(spec, overrides)
-    config = objective.config_for({})
-    objective.device = resolve_device(config.device)
-    where = f"{spec.path}: base"
-    data = load_data(config, objective.device, where=f"{where}.dataset")  # cached for trials
-    build_model(config, data.input_shape, data.num_classes, where=f"{where}.model")
-    return objective
+def _budget(spec: StudySpec, trials: int | None) -> int:
+    """The trial budget: `--trials`, else the file's. A grid runs each point once (plus the
+    baseline): its size is the budget, and `--trials` can only lower it."""
+    if spec.sampler.name != "grid":
+        return spec.trials if trials is None else trials
+    points = spec.space.grid_size() + int(spec.baseline)
+    return points if trials is None else min(trials, points)
 
 
-def fixed_settings(spec: StudySpec, objective: StudyObjective) -> dict[str, Any]:
-    """The settings no trial of this study varies: they define what its trials compare."""
-    sampled = spec.space.sampled_settings()
-    fixed = objective.config_for({}).fixed_settings(exclude=sampled)
-    for name in sampled:  # `model_args.hidden` is sampled: drop that entry, keep the others
-        head, _, key = name.partition(".")
-        if key and head in fixed:
-            fixed[head] = {k: v for k, v in fixed[head].items() if k != key}
-    return fixed
-
-
-def _open_study(
-    spec: StudySpec, name: str, storage: optuna.storages.BaseStorage, objective: StudyObjective
-) -> optuna.Study:
-    fixed = fixed_settings(spec, objective)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        sampler=build_sampler(spec),
-        pruner=build_pruner(spec),
-        directions=list(spec.objective.directions),
-        load_if_exists=True,
-    )
-    _reseed_on_resume(study, spec)
-    stored = study.user_attrs.get(ATTR_FIXED)
-    if stored is None:
-        _describe_study(study, spec, fixed)
-    elif stored != fixed:
-        raise StudyMismatchError(_mismatch_message(name, stored, fixed))
-    return study
-
-
-def _reseed_on_resume(study: optuna.Study, spec: StudySpec) -> None:
-    """Offset the sampler's seed by the trials already stored.
-
-    A resumed (or second) worker seeded like the first would replay the first worker's
-    random draws and duplicate its trials; seed + stored trials keeps runs reproducible
-    without repeats.
-    """
-    stored = len(study.get_trials(deepcopy=False))
-    if stored and spec.sampler.seed is not None:
-        sampler = spec.sampler.model_copy(update={"seed": spec.sampler.seed + stored})
-        study.sampler = build_sampler(spec.model_copy(update={"sampler": sampler}))
-
-
-def _describe_study(study: optuna.Study, spec: StudySpec, fixed: dict[str, Any]) -> None:
-    study.set_user_attr(ATTR_FIXED, fixed)
-    study.set_user_attr(ATTR_STUDY_FILE, str(spec.path))
-    study.set_user_attr(ATTR_DESCRIPTION, spec.description)
-    study.set_user_attr(ATTR_PHASE, spec.phase)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(spec.objective.metrics))
-
-
-def _mismatch_message(name: str, stored: Mapping[str, Any], now: Mapping[str, Any]) -> str:
-    keys = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
-    diffs = ", ".join(f"{k} (stored {stored.get(k)!r}, now {now.get(k)!r})" for k in keys)
-    return (
-        f"study `{name}` exists with other fixed settings: {diffs}; fix: run with the stored "
-        f"settings to resume it, or pass --name OTHER to store this run as a study of its own"
-    )
+def _enqueue_baseline(study: optuna.Study, spec: StudySpec) -> None:
+    """Technique phases first run the inherited configuration unchanged [000]."""
+    if not spec.baseline:
+        return
+    if any(t.user_attrs.get(ATTR_BASELINE) for t in study.get_trials(deepcopy=False)):
+        return
+    study.enqueue_trial({}, user_attrs={ATTR_BASELINE: True})
 
 
 def _optimize(

@@ -4,11 +4,17 @@
     study = optuna.create_study(sampler=build_sampler(spec), pruner=build_pruner(spec),
                                 directions=spec.objective.directions)
     settings = spec.space.suggest(trial)   # inside the objective
+
+A file with `spaces:` (one per model family) or `refine` nodes is narrowed first:
+    spec = spec.with_space_for(model)                       # the model family's space
+    spec = spec.with_space(spec.space.resolve_refinements(chosen))
 """
 
+from hpsearch.spec._families import MODEL_FAMILIES
+from hpsearch.spec._protocol_fields import ELIMINATION_REASONS, PRECONDITIONS, SelectionSpec
 from hpsearch.spec._sections import ObjectiveSpec
 from hpsearch.spec.samplers import PrunerSpec, SamplerSpec, build_pruner, build_sampler
-from hpsearch.spec.space import SearchSpace, parse_space
+from hpsearch.spec.space import Refinement, SearchSpace, parse_space
 from hpsearch.spec.study_file import (
     StudySpec,
     find_study_file,
@@ -18,10 +24,15 @@ from hpsearch.spec.study_file import (
 )
 
 __all__ = [
+    "ELIMINATION_REASONS",
+    "MODEL_FAMILIES",
+    "PRECONDITIONS",
     "ObjectiveSpec",
     "PrunerSpec",
+    "Refinement",
     "SamplerSpec",
     "SearchSpace",
+    "SelectionSpec",
     "StudySpec",
     "build_pruner",
     "build_sampler",

@@ -1,4 +1,5 @@
-"""The nodes of a parsed search space: a fixed value, a numeric range, a categorical choice.
+"""The nodes of a parsed search space: a fixed value, a numeric range, a categorical choice,
+and a refinement around an earlier study's chosen value.
 
 A categorical may carry `when` branches, each a tuple of nodes active only for that choice;
 that recursion is what makes the space conditional. Nodes are immutable and know how to
@@ -68,7 +69,31 @@ class ChoiceParam:
         return trial.suggest_categorical(self.optuna_name, list(self.choices))
 
 
-Param = Union[FixedParam, RangeParam, ChoiceParam]
+@dataclass(frozen=True)
+class RefineParam:
+    """`{refine: lr_adam, factors: [0.5, 1, 2]}`: a grid axis around the value the parent
+    study chose for this setting (PROTOCOL.md phase 2: Adam 1e-3 -> 5e-4, 1e-3, 2e-3 [000]).
+
+    Its values exist only once the parent study has run, so it cannot be sampled until
+    `SearchSpace.resolve_refinements` has turned it into a list of values.
+    """
+
+    name: str
+    optuna_name: str
+    parent: str  # the study whose chosen value is refined
+    factors: tuple[float, ...]
+    field: str
+    integer: bool = False  # an int setting: the refined values are rounded to integers
+
+    @property
+    def distribution(self) -> BaseDistribution:
+        raise RuntimeError(f"{self.field}: resolve refinements before asking for distributions")
+
+    def sample(self, trial: BaseTrial) -> Any:
+        raise RuntimeError(f"{self.field}: resolve refinements before suggesting")
+
+
+Param = Union[FixedParam, RangeParam, ChoiceParam, RefineParam]
 
 
 def suggest(params: tuple[Param, ...], trial: BaseTrial) -> dict[str, Any]:

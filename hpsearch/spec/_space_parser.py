@@ -1,8 +1,8 @@
 """Parse the `space:` grammar into nodes (_params.py). Hand-written: the grammar is recursive.
 
 One function per form: a fixed value, a numeric range, a categorical (with `when`
-branches), a list of values. Every check raises a `SpecError` naming the field path in the
-file (`space.optimizer.when.sgd.lr.low`).
+branches), a list of values, a refinement (_refine.py). Every check raises a `SpecError`
+naming the field path in the file (`space.optimizer.when.sgd.lr.low`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from hpsearch.spec._messages import (
     unknown_setting,
 )
 from hpsearch.spec._params import ChoiceParam, FixedParam, Param, RangeParam
+from hpsearch.spec._refine import parse_refine
 
 SPACE_EXAMPLE = "{lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}}"
 _FORMS = "{type: float, low: ..., high: ...}, {choices: [...]}, {values: [...]} or {value: ...}"
@@ -34,12 +35,15 @@ _SCALARS = (str, int, float, bool, type(None))  # what Optuna can store as a cat
 
 
 def parse_params(
-    data: Any, file: str, field: str, path: tuple[str, ...] = ()
+    data: Any, file: str, field: str, path: tuple[str, ...] = (), prefix: str = ""
 ) -> tuple[Param, ...]:
-    """The nodes of one level of the space; `path` is the branch labels leading here."""
+    """The nodes of one level of the space; `path` is the branch labels leading here.
+
+    `prefix` makes names relative (`model_args.`: a model factory's own knobs); messages keep
+    the field as written."""
     mapping = require_mapping(data, file, field, SPACE_EXAMPLE)
     return tuple(
-        _parse_param(str(name), spec, file, join(field, name), path)
+        _parse_param(prefix + str(name), spec, file, join(field, name), path, prefix)
         for name, spec in mapping.items()
     )
 
@@ -49,7 +53,9 @@ def optuna_name(name: str, path: tuple[str, ...]) -> str:
     return f"{name}[{'/'.join(path)}]" if path else name
 
 
-def _parse_param(name: str, spec: Any, file: str, field: str, path: tuple[str, ...]) -> Param:
+def _parse_param(
+    name: str, spec: Any, file: str, field: str, path: tuple[str, ...], prefix: str
+) -> Param:
     if isinstance(spec, list):
         fix = "write `{values: [...]}` to search these values, or `{value: [...]}` to fix a list"
         raise SpecError(file, field, "a bare list is ambiguous", spec, fix)
@@ -64,7 +70,9 @@ def _parse_param(name: str, spec: Any, file: str, field: str, path: tuple[str, .
         return _fixed(name, spec["value"], file, join(field, "value"))
     if form == "range":
         return _range(name, spec, file, field, path)
-    return _choice(name, spec, selector, file, field, path)
+    if form == "refine":
+        return parse_refine(name, spec, file, field, optuna_name(name, path))
+    return _choice(name, spec, selector, file, field, path, prefix)
 
 
 def _form(spec: Mapping[str, Any], file: str, field: str) -> str:
@@ -74,6 +82,8 @@ def _form(spec: Mapping[str, Any], file: str, field: str) -> str:
                            ("float", "int", "categorical"))
     if "value" in spec:
         return "fixed"
+    if "refine" in spec:
+        return "refine"
     if "values" in spec or "choices" in spec:
         return "choice" if kind in (None, "categorical") else _mixed_forms(kind, file, field)
     if kind == "categorical":
@@ -163,7 +173,7 @@ def _check_range(
 
 def _choice(
     name: str, spec: Mapping[str, Any], selector: bool, file: str, field: str,
-    path: tuple[str, ...],
+    path: tuple[str, ...], prefix: str,
 ) -> ChoiceParam:
     key = "values" if "values" in spec else "choices"
     check_keys(spec, ("values",) if key == "values" else _CHOICE_KEYS, file, field)
@@ -171,7 +181,8 @@ def _choice(
         raise SpecError(file, join(field, key), "is required", None, "list the choices")
     setting = None if selector else name
     choices = _choice_list(setting, spec[key], file, join(field, key))
-    branches = _branches(name, spec.get("when"), choices, file, join(field, "when"), path)
+    branches = _branches(name, spec.get("when"), choices, file, join(field, "when"), path,
+                         prefix)
     return ChoiceParam(name, optuna_name(name, path), choices, field, branches, selector,
                        has_when="when" in spec)
 
@@ -196,7 +207,7 @@ def _choice_list(setting: str | None, raw: Any, file: str, field: str) -> tuple[
 
 def _branches(
     name: str, when: Any, choices: tuple[Any, ...], file: str, field: str,
-    path: tuple[str, ...],
+    path: tuple[str, ...], prefix: str,
 ) -> dict[Any, tuple[Param, ...]]:
     if when is None:
         return {}
@@ -208,7 +219,7 @@ def _branches(
             raise unknown_name(file, join(field, key), "choice", key,
                                [label(c) for c in choices], owner=f"`{name}`")
         where, inner = join(field, key), path + (label(choice),)
-        branches[choice] = () if sub is None else parse_params(sub, file, where, inner)
+        branches[choice] = () if sub is None else parse_params(sub, file, where, inner, prefix)
     return branches
 
 

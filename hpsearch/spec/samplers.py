@@ -174,7 +174,7 @@ def build_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     """The Optuna sampler a study file asks for."""
     sampler = spec.sampler
     if sampler.name == "grid":
-        return optuna.samplers.GridSampler(spec.space.grid(), seed=sampler.seed)
+        return optuna.samplers.GridSampler(spec.chosen_space().grid(), seed=sampler.seed)
     if sampler.name == "tpe":
         with warnings.catch_warnings():
             # `group` is flagged experimental since Optuna 2.8; conditional spaces need it,

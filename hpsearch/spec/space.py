@@ -5,6 +5,8 @@ Grammar (one entry per parameter; the name is a setting, or a selector with `whe
     lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true, step: null}
     optimizer: {choices: [sgd, adam], when: {sgd: {momentum: {low: 0.8, high: 0.99}}}}
     batch_size: {values: [64, 128, 256]}                   a grid axis
+    lr: {refine: lr_adam, factors: [0.5, 1, 2]}            a grid axis around study
+                                                           lr_adam's choice (resolved later)
 A parameter inside a branch is sampled under its own Optuna name (`lr[sgd]`, nested
 `lr[sgd/step]`), so each branch gets its own distribution and TPE with `group=True` models
 every branch separately; optuna-dashboard shows the same names.
@@ -14,17 +16,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from optuna.distributions import BaseDistribution
 from optuna.trial import BaseTrial
 
 from hpsearch.errors import SpecError
-from hpsearch.spec import _params
-from hpsearch.spec._params import ChoiceParam, FixedParam, Param, RangeParam, definitions
+from hpsearch.spec import _params, _refine
+from hpsearch.spec._params import (
+    ChoiceParam,
+    FixedParam,
+    Param,
+    RangeParam,
+    RefineParam,
+    definitions,
+)
+from hpsearch.spec._refine import Refinement
 from hpsearch.spec._space_parser import parse_params
 
-__all__ = ["ChoiceParam", "FixedParam", "Param", "RangeParam", "SearchSpace", "parse_space"]
+__all__ = [
+    "ChoiceParam", "FixedParam", "Param", "RangeParam", "Refinement", "RefineParam",
+    "SearchSpace", "parse_space",
+]
 
 _GRID_FIX = "use sampler tpe or random, or write the parameter as `values: [...]`"
 
@@ -39,6 +52,7 @@ class SearchSpace:
     def suggest(self, trial: BaseTrial) -> dict[str, Any]:
         """Setting -> value for this trial: active branches only, fixed values included,
         selectors (which are no settings) left out."""
+        _refine.check_resolved(self.params, self.file)
         return _params.suggest(self.params, trial)
 
     def fixed_values(self) -> dict[str, Any]:
@@ -52,33 +66,68 @@ class SearchSpace:
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """Optuna parameter name -> distribution, for every branch (the distribution table)."""
+        _refine.check_resolved(self.params, self.file)
         return _params.distributions(self.params)
 
     def grid(self) -> dict[str, list[Any]]:
         """The GridSampler search space: one axis per list of values or choices."""
-        axes: dict[str, list[Any]] = {}
+        axes = self._grid_axes()
+        _refine.check_resolved(tuple(axes), self.file)
+        return {p.optuna_name: list(p.choices) for p in axes if isinstance(p, ChoiceParam)}
+
+    def grid_size(self) -> int:
+        """How many trials a full grid takes (1 for a space of fixed values only); a refine
+        node counts one point per factor even before it is resolved."""
+        return math.prod(_axis_size(param) for param in self._grid_axes())
+
+    def _grid_axes(self) -> list[ChoiceParam | RefineParam]:
+        """The top-level nodes a grid searches, or the SpecError of the first it cannot."""
+        axes: list[ChoiceParam | RefineParam] = []
         for param in self.params:
             if isinstance(param, FixedParam):
                 continue
             if isinstance(param, RangeParam):
                 raise SpecError(self.file, param.field, "the grid sampler cannot search a range",
                                 None, _GRID_FIX)
-            if param.has_when:
+            if isinstance(param, ChoiceParam) and param.has_when:
                 raise SpecError(self.file, param.field,
                                 "the grid sampler cannot search `when` branches", None, _GRID_FIX)
-            axes[param.optuna_name] = list(param.choices)
+            axes.append(param)
         return axes
 
-    def grid_size(self) -> int:
-        """How many trials a full grid takes (1 for a space of fixed values only)."""
-        return math.prod(len(values) for values in self.grid().values())
+    def refinements(self) -> list[Refinement]:
+        """Every `refine` node (branches included), in file order."""
+        return _refine.refinements(self.params)
+
+    def resolve_refinements(self, chosen: Callable[[str, str], Any]) -> SearchSpace:
+        """A copy where each refine node is a list of values: the value `chosen(parent,
+        setting)` times each factor, to 6 significant digits (ints rounded, deduplicated)."""
+        return SearchSpace(_refine.resolve(self.params, chosen, self.file), self.file)
+
+    def replace(self, setting: str, raw: Mapping[str, Any]) -> SearchSpace:
+        """A copy where the top-level parameter `setting` is `raw` (study-file grammar, e.g. a
+        recorded LR-finder range `{values: [1e-4, 1e-3]}`); added if the space lacks it."""
+        (param,) = parse_params({setting: raw}, self.file, "space")
+        names = [p.name for p in self.params]
+        if setting in names:
+            at = names.index(setting)
+            params = self.params[:at] + (param,) + self.params[at + 1 :]
+        else:
+            params = self.params + (param,)
+        _check_set_once(params, {}, self.file)
+        return SearchSpace(params, self.file)
 
 
-def parse_space(data: Any, file: str, field: str = "space") -> SearchSpace:
-    """Validate the `space:` mapping of a study file; raise SpecError on the first problem."""
-    params = parse_params(data, file, field)
+def parse_space(data: Any, file: str, field: str = "space", prefix: str = "") -> SearchSpace:
+    """Validate the `space:` mapping of a study file; raise SpecError on the first problem.
+    With `prefix` (`model_args.`) every name, in branches too, is relative to it."""
+    params = parse_params(data, file, field, prefix=prefix)
     _check_set_once(params, {}, file)
     return SearchSpace(params, file)
+
+
+def _axis_size(param: ChoiceParam | RefineParam) -> int:
+    return len(param.factors) if isinstance(param, RefineParam) else len(param.choices)
 
 
 def _is_selector(param: Param) -> bool:

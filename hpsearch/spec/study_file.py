@@ -1,7 +1,7 @@
 """Study files (`studies/NAME.yaml`): find them, load them, validate them into a `StudySpec`.
 
 A study file is data (STYLE.md, Hydra's sweeper): one tuning phase as an Optuna study.
-Only `objective` and `space` are required:
+Only `objective` and `space` (or `spaces`, one per model family) are required:
 
     description: Optimizer and its learning rate (PROTOCOL.md phase 4)
     phase: optimizer
@@ -11,6 +11,13 @@ Only `objective` and `space` are required:
     pruner: {name: median, n_warmup_steps: 5}
     trials: 30
     space: {optimizer: {choices: [sgd, adam], when: {sgd: {momentum: 0.9}}}}
+
+The protocol fields (PROTOCOL.md) say how the phase picks its winner:
+    eliminate: [diverged, oscillating]      lr_verdict reasons that prune a trial
+    selection: [{criterion: best_val_acc, tolerance: 0.005}, {criterion: val_loss_at_peak}]
+    precondition: overfits                  none | overfits | sound
+    baseline: true                          the inherited configuration runs unchanged
+    keep_tolerance: 0.002                   a technique must beat the baseline by more
 
 Every problem is ONE `SpecError` naming the file, the field, the value and the fix.
 """
@@ -25,7 +32,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hpsearch.errors import SpecError, UsageError, format_problem
 from hpsearch.spec import _params
+from hpsearch.spec._families import declared_space, missing_family, model_family, parse_spaces
 from hpsearch.spec._messages import check_keys, did_you_mean, validate_model
+from hpsearch.spec._protocol_fields import (
+    SelectionSpec,
+    parse_eliminate,
+    parse_precondition,
+    parse_selection,
+)
 from hpsearch.spec._sections import ObjectiveSpec, parse_base, parse_objective
 from hpsearch.spec.samplers import (
     PrunerSpec,
@@ -49,16 +63,22 @@ _START = "write at least `objective:` and `space:`"
 class _StudyFile(BaseModel):
     """The top level as written; sections are validated by their own parsers."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     description: str = ""
     phase: str | None = None
     inherits: list[str] = Field(default_factory=list)  # earlier studies (chaining: later)
     base: Any = Field(default_factory=dict)
     objective: Any
+    eliminate: list[str] = Field(default_factory=list)
+    selection: Any = None
+    precondition: str = "none"
+    baseline: bool = False
+    keep_tolerance: float = Field(0.0, ge=0)
     sampler: Any = Field(default_factory=dict)
     pruner: Any = None
     trials: int | None = Field(None, ge=1)
-    space: Any
+    space: Any = None
+    spaces: Any = None
 
 
 class StudySpec(BaseModel):
@@ -73,13 +93,56 @@ class StudySpec(BaseModel):
     objective: ObjectiveSpec
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
-    trials: int = DEFAULT_TRIALS
-    space: SearchSpace
+    # The trial budget: `trials:`, else the grid size of the space for a grid sampler, else
+    # DEFAULT_TRIALS. None only for a grid over `spaces` until a space is chosen.
+    trials: int | None = DEFAULT_TRIALS
+    declared_trials: int | None = None  # `trials:` as written; None: a default applies
+    # The space trials sample. With `spaces:` it is None until `with_space_for(model)`.
+    space: SearchSpace | None
+    spaces: dict[str, SearchSpace] = Field(default_factory=dict)  # model family -> space
     inherits: list[str] = Field(default_factory=list)
+    eliminate: list[str] = Field(default_factory=list)  # lr_verdict reasons that prune
+    selection: list[SelectionSpec] = Field(default_factory=list)  # in order; first is main
+    precondition: str = "none"  # none | overfits | sound: when the phase applies
+    baseline: bool = False  # the inherited configuration runs unchanged as a trial
+    keep_tolerance: float = 0.0  # a technique must beat the baseline by more (criterion 1)
+    file: str = ""  # how messages name the study file
 
     def fixed_values(self) -> dict[str, Any]:
         """The settings this study never varies: `base` and the space's fixed values."""
-        return {**self.base, **self.space.fixed_values()}
+        return {**self.base, **self.chosen_space().fixed_values()}
+
+    @staticmethod
+    def model_family(model: str) -> str:
+        """mlp, cnn, torchvision (`torchvision:NAME`), or factory (any other model name)."""
+        return model_family(model)
+
+    def with_space_for(self, model: str, declared: Mapping[str, Any] | None = None) -> StudySpec:
+        """A copy whose `space` is the one for `model`: the file's `space`, else
+        `spaces[family]`, else (factory family) the knobs the factory `declared`, names
+        relative to `model_args` (`{hidden: {low: 16, high: 256}}` sets model_args.hidden)."""
+        if not self.spaces:
+            return self.with_space(self.chosen_space())
+        family = model_family(model)
+        if family in self.spaces:
+            return self.with_space(self.spaces[family])
+        if family == "factory" and declared is not None:
+            return self.with_space(declared_space(declared, model))
+        raise missing_family(self.file, model, self.spaces)
+
+    def with_space(self, space: SearchSpace) -> StudySpec:
+        """A copy searching `space`; without `trials:` a grid's budget is its new size."""
+        _check_base_and_space(self.base, space, space.file)
+        trials = _trials(self.declared_trials, self.sampler, space)
+        return self.model_copy(update={"space": space, "trials": trials})
+
+    def chosen_space(self) -> SearchSpace:
+        """`space`, or a UsageError while a `spaces` file has no space chosen yet."""
+        if self.space is None:
+            raise UsageError(format_problem(
+                self.file, "spaces", "no search space chosen yet", None,
+                "call with_space_for(model) first: the space depends on the model family"))
+        return self.space
 
 
 def load_study_spec(path: str | Path) -> StudySpec:
@@ -98,24 +161,65 @@ def parse_study_spec(
     # `base:` with every line commented out loads as None: it means "nothing", not an error.
     given = {key: value for key, value in data.items() if value is not None}
     check_keys(given, _StudyFile.model_fields, file, "")
-    for key, example in _REQUIRED.items():
-        if key not in given:
-            raise SpecError(file, key, "is required", None, f"add {example}")
+    _check_required(given, file)
     top = validate_model(_StudyFile, given, file, "")
     base = parse_base(top.base, file)
     objective = parse_objective(top.objective, file)
+    protocol = _protocol_fields(top, objective, file)
     sampler = parse_sampler(top.sampler, file)
     pruner = parse_pruner(_pruner_data(top.pruner, objective), file)
     check_multi_objective(len(objective.metrics), sampler, pruner, file)
-    space = parse_space(top.space, file)
-    _check_base_and_space(base, space, file)
-    grid_size = space.grid_size() if sampler.name == "grid" else None  # checks the grid too
-    trials = top.trials or grid_size or DEFAULT_TRIALS
+    space, spaces = _spaces(top, base, sampler, file)
     return StudySpec(
         name=name, path=path, description=top.description, phase=top.phase, base=base,
-        objective=objective, sampler=sampler, pruner=pruner, trials=trials, space=space,
-        inherits=top.inherits,
+        objective=objective, sampler=sampler, pruner=pruner,
+        trials=_trials(top.trials, sampler, space), declared_trials=top.trials, space=space,
+        spaces=spaces, inherits=top.inherits, file=file, **protocol,
     )
+
+
+def _protocol_fields(top: _StudyFile, objective: ObjectiveSpec, file: str) -> dict[str, Any]:
+    return {
+        "eliminate": parse_eliminate(top.eliminate, file),
+        "selection": parse_selection(top.selection, objective, file),
+        "precondition": parse_precondition(top.precondition, file),
+        "baseline": top.baseline,
+        "keep_tolerance": top.keep_tolerance,
+    }
+
+
+def _spaces(
+    top: _StudyFile, base: Mapping[str, Any], sampler: SamplerSpec, file: str
+) -> tuple[SearchSpace | None, dict[str, SearchSpace]]:
+    """`space`, or every space of `spaces`, checked against base and (grid) the sampler."""
+    space = None if top.space is None else parse_space(top.space, file)
+    spaces = {} if top.spaces is None else parse_spaces(top.spaces, file)
+    for each in ([space] if space else []) + list(spaces.values()):
+        _check_base_and_space(base, each, file)
+        _trials(top.trials, sampler, each)  # a grid sampler checks that each is a grid
+    return space, spaces
+
+
+def _check_required(given: Mapping[str, Any], file: str) -> None:
+    """`objective`, and exactly one of `space` (every model) and `spaces` (per family)."""
+    if "space" in given and "spaces" in given:
+        raise SpecError(file, "spaces", "cannot be combined with `space`", None,
+                        "keep `space` for one space for every model, or `spaces` for one "
+                        "per model family")
+    for key, example in _REQUIRED.items():
+        if key not in given and not (key == "space" and "spaces" in given):
+            raise SpecError(file, key, "is required", None, f"add {example}")
+
+
+def _trials(declared: int | None, sampler: SamplerSpec, space: SearchSpace | None) -> int | None:
+    """`trials:` as written, else a grid's size (which checks the grid), else the default;
+    None for a grid whose space is not chosen yet."""
+    if sampler.name != "grid":
+        return declared or DEFAULT_TRIALS
+    if space is None:
+        return declared
+    size = space.grid_size()
+    return declared or size
 
 
 def _pruner_data(raw: Any, objective: ObjectiveSpec) -> Any:

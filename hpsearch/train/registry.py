@@ -23,9 +23,30 @@ BUILTINS: dict[str, tuple[str, ...]] = {
 }
 
 
-def model(name: str) -> Callable[[Callable], Callable]:
-    """Register a model factory `fn(config, input_shape, num_classes, **model_args)` as `name`."""
-    return _register("model", name)
+# Attribute under which a model factory declares its architecture knobs: a search space in
+# study-file grammar over its keyword arguments, used by the protocol's architecture phase.
+SPACE_ATTRIBUTE = "search_space"
+
+
+def model(name: str, space: dict | None = None) -> Callable[[Callable], Callable]:
+    """Register a model factory `fn(config, input_shape, num_classes, **model_args)` as `name`.
+
+    `space` declares the factory's own architecture knobs (study-file grammar, names of its
+    keyword arguments), e.g. `{"hidden": {"type": "int", "low": 16, "high": 256}}`.
+    """
+    register = _register("model", name)
+
+    def decorator(fn: Callable) -> Callable:
+        if space is not None:
+            setattr(fn, SPACE_ATTRIBUTE, space)
+        return register(fn)
+
+    return decorator
+
+
+def declared_space(factory: Callable) -> dict | None:
+    """The architecture knobs a model factory declares, if any."""
+    return getattr(factory, SPACE_ATTRIBUTE, None)
 
 
 def dataset(name: str) -> Callable[[Callable], Callable]:

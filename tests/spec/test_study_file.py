@@ -65,7 +65,8 @@ BAD_STUDIES = [
         "unknown top-level key",
         OBJECTIVE + SPACE + "trails: 30\n",
         "trails: unknown key `trails`; fix: did you mean trials? use one of: description, "
-        "phase, inherits, base, objective, sampler, pruner, trials, space",
+        "phase, inherits, base, objective, eliminate, selection, precondition, baseline, "
+        "keep_tolerance, sampler, pruner, trials, space, spaces",
     ),
     (
         "unknown key inside a range",

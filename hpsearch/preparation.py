@@ -1,0 +1,174 @@
+"""Everything resolved and checked before a study runs a trial.
+
+In order: the inherited configuration (earlier phases' choices), the search space for the
+model family, refinements around a parent's choice, the fixed configuration, its data and
+model (built once to fail early), then the stored study: created, or resumed when its fixed
+settings match. Bad input raises before storage is written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import optuna
+
+from hpsearch.errors import StudyMismatchError, UsageError
+from hpsearch.objective import StudyObjective
+from hpsearch.protocol.chain import ATTR_INHERITED, Inheritance, inherit, stored_choice
+from hpsearch.spec import StudySpec, build_pruner, build_sampler
+from hpsearch.storage import open_storage, storage_exists
+from hpsearch.train import build_model, load_data, resolve_device
+from hpsearch.train.registry import declared_space, resolve_factory
+
+# Study user attributes.
+ATTR_FIXED = "fixed_settings"
+ATTR_STUDY_FILE = "study_file"
+ATTR_DESCRIPTION = "description"
+ATTR_PHASE = "phase"
+ATTR_LR_RANGE = "lr_range"  # recorded by `hpsearch lr-find --record`: {low, suggested, high}
+
+
+@dataclass
+class PreparedStudy:
+    """A study ready to run: its resolved spec, objective, stored study and inheritance."""
+
+    spec: StudySpec
+    objective: StudyObjective
+    study: optuna.Study
+    inheritance: Inheritance
+
+
+def stored_name_function(tag: str | None) -> Callable[[str], str]:
+    """Study names in storage: `lr_adam`, or `lr_adam@TAG` for a tagged protocol run."""
+    return (lambda name: name) if not tag else (lambda name: f"{name}@{tag}")
+
+
+def prepare_study(
+    spec: StudySpec,
+    url: str,
+    overrides: Mapping[str, Any],
+    name: str | None = None,
+    tag: str | None = None,
+) -> PreparedStudy:
+    """Resolve, validate, then create or resume the stored study."""
+    stored_name = stored_name_function(tag)
+    existing = open_storage(url) if storage_exists(url) else None
+    inheritance = inherit(list(spec.inherits), existing, stored_name, where=str(spec.path))
+    objective = StudyObjective(spec, dict(overrides), inherited=inheritance.config)
+    spec = _resolved_spec(spec, objective, existing, stored_name)
+    objective.spec = spec
+    _build_once(spec, objective)
+    study = _open_study(spec, name or stored_name(spec.name), open_storage(url), objective)
+    spec = _with_recorded_lr_range(spec, study)
+    objective.spec = spec
+    study.sampler = _sampler_for(spec, study)
+    study.set_user_attr(ATTR_INHERITED, inheritance.to_dict())
+    return PreparedStudy(spec, objective, study, inheritance)
+
+
+def _resolved_spec(spec, objective, storage, stored_name) -> StudySpec:
+    """The spec with the space for this model family and refinements made concrete."""
+    model = objective.config_for({}).model
+    family = StudySpec.model_family(model)
+    declared = None
+    if family == "factory":
+        declared = declared_space(resolve_factory(model, "model", f"{spec.path}: base.model"))
+    spec = spec.with_space_for(model, declared)
+    if not spec.space.refinements():
+        return spec
+
+    def chosen(parent: str, setting: str) -> Any:
+        choice = stored_choice(storage, stored_name(parent)) if storage is not None else None
+        if choice is None or setting not in choice.get("config", {}):
+            raise UsageError(
+                f"{spec.path}: space.{setting}: refines `{stored_name(parent)}`, which has no "
+                f"chosen trial yet; fix: run `hpsearch run --study {parent}` first"
+            )
+        return choice["config"][setting]
+
+    return spec.with_space(spec.space.resolve_refinements(chosen))
+
+
+def _build_once(spec: StudySpec, objective: StudyObjective) -> None:
+    """Load the data and build the model of the fixed configuration: errors surface now."""
+    config = objective.config_for({})
+    objective.device = resolve_device(config.device)
+    where = f"{spec.path}: base"
+    data = load_data(config, objective.device, where=f"{where}.dataset")  # cached for trials
+    build_model(config, data.input_shape, data.num_classes, where=f"{where}.model")
+
+
+def fixed_settings(spec: StudySpec, objective: StudyObjective) -> dict[str, Any]:
+    """The settings no trial of this study varies: they define what its trials compare."""
+    sampled = spec.space.sampled_settings()
+    fixed = objective.config_for({}).fixed_settings(exclude=sampled)
+    for name in sampled:  # `model_args.hidden` is sampled: drop that entry, keep the others
+        head, _, key = name.partition(".")
+        if key and head in fixed:
+            fixed[head] = {k: v for k, v in fixed[head].items() if k != key}
+    return fixed
+
+
+def _open_study(spec, name, storage, objective) -> optuna.Study:
+    fixed = fixed_settings(spec, objective)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        pruner=build_pruner(spec),
+        directions=list(spec.objective.directions),
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get(ATTR_FIXED)
+    if stored is None:
+        _describe_study(study, spec, fixed)
+    elif stored != fixed:
+        raise StudyMismatchError(_mismatch_message(name, stored, fixed))
+    return study
+
+
+def _describe_study(study: optuna.Study, spec: StudySpec, fixed: dict[str, Any]) -> None:
+    study.set_user_attr(ATTR_FIXED, fixed)
+    study.set_user_attr(ATTR_STUDY_FILE, str(spec.path))
+    study.set_user_attr(ATTR_DESCRIPTION, spec.description)
+    study.set_user_attr(ATTR_PHASE, spec.phase)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(spec.objective.metrics))
+
+
+def _mismatch_message(name: str, stored: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    keys = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+    diffs = ", ".join(f"{k} (stored {stored.get(k)!r}, now {now.get(k)!r})" for k in keys)
+    return (
+        f"study `{name}` exists with other fixed settings: {diffs}; fix: run with the stored "
+        f"settings to resume it, or pass --name OTHER to store this run as a study of its own"
+    )
+
+
+def _with_recorded_lr_range(spec: StudySpec, study: optuna.Study) -> StudySpec:
+    """Use the LR range recorded by `hpsearch lr-find --record` for the `lr` parameter."""
+    found = study.user_attrs.get(ATTR_LR_RANGE)
+    if not found or "lr" not in spec.space.sampled_settings():
+        return spec
+    low, suggested, high = found["low"], found["suggested"], found["high"]
+    if spec.sampler.name == "grid":
+        raw = {"values": sorted({low, suggested, high})}
+    else:
+        raw = {"type": "float", "low": low, "high": high, "log": True}
+    return spec.with_space(spec.space.replace("lr", raw))
+
+
+def _sampler_for(spec: StudySpec, study: optuna.Study) -> optuna.samplers.BaseSampler:
+    """The study file's sampler, its seed offset by the trials already stored.
+
+    A resumed (or second) worker seeded like the first would replay the first worker's
+    random draws and duplicate its trials; seed + stored trials keeps runs reproducible
+    without repeats.
+    """
+    stored = len(study.get_trials(deepcopy=False))
+    if stored and spec.sampler.seed is not None:
+        sampler = spec.sampler.model_copy(update={"seed": spec.sampler.seed + stored})
+        spec = spec.model_copy(update={"sampler": sampler})
+    return build_sampler(spec)

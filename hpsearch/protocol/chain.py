@@ -1,0 +1,117 @@
+"""Chaining phases: a phase starts from the choices of the phases it inherits from.
+
+Each finished phase stores its choice on its study (`selection`: the chosen trial, its
+resolved configuration and criteria, and why). A child phase merges its parents' chosen
+configurations in order, records where they came from, and checks its precondition on them
+(PROTOCOL.md: regularization only when overfitting [000, 003]; micro-optimisation only if
+everything else is sound [000]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+
+from hpsearch.config import RUNTIME_ONLY_KEYS
+from hpsearch.errors import UsageError
+
+ATTR_SELECTION = "selection"  # the phase's choice: trial, config, criteria, reason, runners-up
+ATTR_INHERITED = "inherited"  # the configuration a phase started from, and its sources
+
+# Train accuracy "much above" validation accuracy means overfitting [003]: 5 points.
+OVERFIT_GAP = 0.05
+
+
+@dataclass
+class Inheritance:
+    """What a phase starts from: merged parent configurations and their sources."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)  # [{study, trial, reason}]
+    choices: dict[str, dict[str, Any]] = field(default_factory=dict)  # parent -> selection
+
+    def last_choice(self) -> dict[str, Any] | None:
+        """The choice of the last parent: the configuration the phase is about to change."""
+        return self.choices[self.sources[-1]["study"]] if self.sources else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "from": self.sources}
+
+
+def stored_choice(storage: optuna.storages.BaseStorage, study_name: str) -> dict | None:
+    """The choice stored on study `study_name`, or None if it has none (or does not exist)."""
+    if study_name not in optuna.get_all_study_names(storage):
+        return None
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return study.user_attrs.get(ATTR_SELECTION)
+
+
+def inherit(
+    parents: list[str],
+    storage: optuna.storages.BaseStorage | None,
+    stored_name: Callable[[str], str],
+    where: str,
+) -> Inheritance:
+    """Merge the chosen configurations of `parents`, in order (later parents win)."""
+    inheritance = Inheritance()
+    for parent in parents:
+        name = stored_name(parent)
+        choice = stored_choice(storage, name) if storage is not None else None
+        if choice is None:
+            raise UsageError(
+                f"{where}: inherits `{name}`, which has no chosen trial yet; fix: run "
+                f"`hpsearch run --study {parent}` (or `hpsearch protocol`) first"
+            )
+        config = {k: v for k, v in choice["config"].items() if k not in RUNTIME_ONLY_KEYS}
+        inheritance.config.update(config)
+        inheritance.sources.append(
+            {"study": name, "trial": choice.get("trial"), "reason": choice.get("reason", "")}
+        )
+        inheritance.choices[name] = choice
+    return inheritance
+
+
+def precondition_failure(precondition: str, inheritance: Inheritance) -> str | None:
+    """Why the phase does not apply to what it inherits, or None when it does."""
+    choice = inheritance.last_choice()
+    if precondition == "none" or choice is None:
+        return None
+    criteria = choice.get("criteria") or {}
+    if precondition == "overfits":
+        gap = criteria.get("overfitting_gap")
+        if gap is None or gap <= OVERFIT_GAP:
+            return (
+                f"the inherited choice does not overfit (train-val accuracy gap {_fmt(gap)} "
+                f"<= {OVERFIT_GAP}); regularization applies only when overfitting [003]"
+            )
+        return None
+    verdict = criteria.get("lr_verdict")
+    if verdict is not None:
+        return (
+            f"the inherited curves are not sound ({verdict}); micro-optimisation only when "
+            "everything else is sound [000]: fix the earlier phases first"
+        )
+    return None
+
+
+def skipped_choice(reason: str, inheritance: Inheritance) -> dict[str, Any]:
+    """The choice of a skipped phase: the inherited configuration, unchanged."""
+    parent = inheritance.last_choice() or {}
+    return {
+        "trial": None,
+        "config": inheritance.config,
+        "criteria": parent.get("criteria", {}),
+        "main_criterion": parent.get("main_criterion"),
+        "params": {},
+        "reason": f"skipped: {reason}",
+        "skipped": True,
+        "runners_up": [],
+        "steps": [],
+        "kept_baseline": False,
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3f}"

@@ -1,0 +1,59 @@
+"""A phase's choice from its stored trials, written back onto its study.
+
+The choice is stored on the study (user attribute `selection`), so later phases, notebooks
+and optuna-dashboard all read the same one instead of recomputing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.protocol.chain import ATTR_SELECTION
+from hpsearch.protocol.selection import Candidate, Criterion, keep_or_baseline, select
+
+ATTR_CRITERIA = "criteria"  # trial attribute: every criterion of PROTOCOL.md over its curves
+ATTR_BASELINE = "baseline"  # trial attribute: True for the inherited configuration, unchanged
+
+
+def criteria_of(spec) -> list[Criterion]:
+    """The study file's selection criteria as `Criterion` objects."""
+    return [Criterion(s.criterion, s.direction, s.tolerance) for s in spec.selection]
+
+
+def candidates(study: optuna.Study) -> list[Candidate]:
+    """Completed trials with their stored criteria (pruned ones are eliminated)."""
+    return [
+        Candidate(t.number, t.user_attrs.get(ATTR_CRITERIA, {}), bool(t.user_attrs.get(ATTR_BASELINE)))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ]
+
+
+def choose(study: optuna.Study, spec) -> dict[str, Any] | None:
+    """Select among the study's completed trials, store the choice on it, and return it."""
+    pool = candidates(study)
+    if not pool:
+        return None
+    criteria = criteria_of(spec)
+    choice = select(pool, criteria)
+    if spec.baseline:
+        choice = keep_or_baseline(choice, pool, criteria[0], spec.keep_tolerance)
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == choice.trial)
+    stored = {
+        **choice.to_dict(),
+        **_trial_facts(trial),
+        "main_criterion": criteria[0].name,
+        "skipped": False,
+    }
+    study.set_user_attr(ATTR_SELECTION, stored)
+    return stored
+
+
+def _trial_facts(trial: FrozenTrial) -> dict[str, Any]:
+    return {
+        "config": trial.user_attrs.get("config", {}),
+        "criteria": trial.user_attrs.get(ATTR_CRITERIA, {}),
+        "params": trial.params,
+    }

@@ -1,0 +1,46 @@
+"""`hpsearch lr-find`: the LR range test on a study's configuration, recorded on the study.
+
+The range test starts from the configuration the study's trials would start from (its
+inherited choice, its base, `--set`), so it answers "which LR for this phase" [004].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from hpsearch.preparation import ATTR_LR_RANGE, prepare_study
+from hpsearch.protocol.lr_find import lr_find, plot_lr_find
+from hpsearch.runner import resolve_spec
+from hpsearch.storage import resolve_storage_url
+from hpsearch.train import load_data
+
+PLOTS_DIR = Path("storage") / "plots"
+
+
+def find_for_study(
+    study: str,
+    *,
+    storage: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    studies_dir: str | Path | None = None,
+    plot: str | Path | None = None,
+    record: bool = False,
+    tag: str | None = None,
+) -> dict[str, Any]:
+    """Run the LR range test for `study`; write the plot; with `record`, store the range."""
+    spec = resolve_spec(study, studies_dir)
+    prepared = prepare_study(spec, resolve_storage_url(storage), overrides or {}, tag=tag)
+    objective = prepared.objective
+    config = objective.config_for({})
+    result = lr_find(config, load_data(config, objective.device), objective.device)
+    name = prepared.study.study_name
+    path = plot_lr_find(result, Path(plot) if plot else PLOTS_DIR / f"lr_find_{_safe(name)}.png")
+    summary = result.to_dict()
+    if record:
+        prepared.study.set_user_attr(ATTR_LR_RANGE, summary)
+    return {**summary, "study": name, "plot": str(path)}
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)

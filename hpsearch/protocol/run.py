@@ -1,0 +1,143 @@
+"""`hpsearch protocol`: every phase of PROTOCOL.md in order, each from the choices before it.
+
+Each phase is an ordinary study run to its budget, so a second run finds every budget spent
+and does no work twice; an interrupted phase resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from hpsearch.errors import UsageError
+from hpsearch.preparation import stored_name_function
+from hpsearch.protocol.test_phase import ATTR_TEST, run_test
+from hpsearch.runner import RunObserver, RunSummary, run_study
+from hpsearch.spec import StudySpec, find_study_file, load_study_spec
+
+# PROTOCOL.md's order: setup, learning rate (explore then refine, SGD and Adam), model
+# (architecture, regularization, BatchNorm), micro-optimisation (optimizer, its options,
+# scheduler), and the test set once at the very end [000, 001, 004].
+PHASES = (
+    "setup",
+    "lr_sgd",
+    "lr_sgd_refine",
+    "lr_adam",
+    "lr_adam_refine",
+    "architecture",
+    "regularization",
+    "batchnorm",
+    "optimizer",
+    "optimizer_options",
+    "scheduler",
+    "test",
+)
+
+
+@dataclass
+class PhaseOutcome:
+    """What one phase did: ran trials, found its budget spent, skipped, or tested."""
+
+    phase: str
+    study: str
+    status: str  # "ran" | "done" | "skipped" | "tested"
+    line: str  # one summary line: the choice and its main criterion
+    summary: RunSummary | None = None
+    test: dict[str, Any] | None = None
+
+
+def phases_between(start: str | None, stop: str | None) -> list[str]:
+    """The phases from `start` to `stop`, inclusive, in protocol order."""
+    for given in (start, stop):
+        if given is not None and given not in PHASES:
+            raise UsageError(
+                f"--from/--to: unknown phase `{given}`; fix: use one of {', '.join(PHASES)}"
+            )
+    first = PHASES.index(start) if start else 0
+    last = PHASES.index(stop) if stop else len(PHASES) - 1
+    return list(PHASES[first : last + 1])
+
+
+def run_protocol(
+    *,
+    studies_dir: str | Path = "studies",
+    storage: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    start: str | None = None,
+    stop: str | None = None,
+    trials_scale: float = 1.0,
+    tag: str | None = None,
+    observer: Callable[[str], RunObserver | None] = lambda phase: None,
+    on_phase: Callable[[PhaseOutcome], None] = lambda outcome: None,
+) -> list[PhaseOutcome]:
+    """Run the protocol's phases in order; return (and report) one outcome per phase."""
+    if trials_scale <= 0:
+        raise UsageError(f"--trials-scale: must be > 0, got {trials_scale}; fix: use e.g. 0.5")
+    outcomes = []
+    for phase in phases_between(start, stop):
+        spec = load_study_spec(find_study_file(phase, Path(studies_dir)))
+        if spec.phase == "test":
+            outcome = _test_phase(spec, storage, overrides or {}, tag)
+        else:
+            trials = _scaled_trials(spec, trials_scale)
+            summary = run_study(
+                spec, trials=trials, storage=storage, overrides=overrides, tag=tag,
+                observer=observer(phase),
+            )
+            outcome = _outcome(phase, summary)
+        on_phase(outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _scaled_trials(spec: StudySpec, scale: float) -> int | None:
+    """Budgets scale with --trials-scale; a grid keeps its size (every point is a phase step)."""
+    if spec.sampler.name == "grid" or scale == 1.0:
+        return None
+    return max(1, round(spec.trials * scale))
+
+
+def _test_phase(spec: StudySpec, storage, overrides, tag) -> PhaseOutcome:
+    if not spec.inherits:
+        raise UsageError(f"{spec.path}: inherits: the test phase must name the study to test")
+    target = stored_name_function(tag)(spec.inherits[-1])
+    runtime = {k: v for k, v in overrides.items() if k in ("device", "data_dir")}
+    try:
+        result = run_test(target, storage, overrides=runtime)
+        status = "tested"
+    except UsageError as err:
+        if "already tested" not in str(err):
+            raise
+        from hpsearch.results import load_study
+
+        result, status = load_study(target, storage).user_attrs[ATTR_TEST], "done"
+    line = (
+        f"test accuracy {result['test_acc']:.4f} (loss {result['test_loss']:.4f}) of "
+        f"{target}'s choice, evaluated once"
+    )
+    return PhaseOutcome(spec.name, target, status, line, test=result)
+
+
+def _outcome(phase: str, summary: RunSummary) -> PhaseOutcome:
+    if summary.skipped is not None:
+        return PhaseOutcome(phase, summary.study_name, "skipped", f"skipped: {summary.skipped}", summary)
+    status = "done" if summary.finished_before >= summary.budget else "ran"
+    return PhaseOutcome(phase, summary.study_name, status, choice_line(summary.choice), summary)
+
+
+def choice_line(choice: Mapping[str, Any] | None) -> str:
+    """`chose trial 4 (lr=0.001): best_val_acc 0.9713` or why there is no choice."""
+    if not choice:
+        return "no completed trial: nothing chosen"
+    params = ", ".join(f"{k}={_short(v)}" for k, v in (choice.get("params") or {}).items())
+    head = "kept the baseline" if choice.get("kept_baseline") else f"chose trial {choice['trial']}"
+    criteria = choice.get("criteria") or {}
+    main = choice.get("main_criterion")
+    value = criteria.get(main) if main else None
+    tail = f": {main} {_short(value)}" if value is not None else ""
+    return f"{head}" + (f" ({params})" if params else "") + tail
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

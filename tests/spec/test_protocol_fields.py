@@ -1,0 +1,151 @@
+"""Study-file protocol fields: eliminate, selection, precondition, baseline, keep_tolerance."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpsearch.errors import SpecError
+from hpsearch.metrics import METRICS
+from hpsearch.protocol import criteria
+from hpsearch.spec import (
+    ELIMINATION_REASONS,
+    PRECONDITIONS,
+    SelectionSpec,
+    StudySpec,
+    parse_study_spec,
+)
+from hpsearch.spec.yaml_loader import load_yaml_text
+
+OBJECTIVE = "objective: {metric: best_val_acc}\n"
+SPACE = "space: {lr: {low: 1e-4, high: 1e-1, log: true}}\n"
+METRIC_NAMES = ", ".join(METRICS)
+
+
+def spec(text: str) -> StudySpec:
+    return parse_study_spec(load_yaml_text(text), "studies/s.yaml", "s")
+
+
+def test_protocol_fields_default_to_a_plain_study():
+    parsed = spec(OBJECTIVE + SPACE)
+    assert parsed.eliminate == []
+    assert parsed.precondition == "none"
+    assert parsed.baseline is False
+    assert parsed.keep_tolerance == 0.0
+
+
+def test_selection_defaults_to_the_objective_metrics_with_no_tolerance():
+    parsed = spec("objective: {metric: [best_val_acc, stability]}\npruner: {name: none}\n" + SPACE)
+    assert parsed.selection == [
+        SelectionSpec(criterion="best_val_acc", direction="maximize", tolerance=0.0),
+        SelectionSpec(criterion="stability", direction="minimize", tolerance=0.0),
+    ]
+
+
+def test_selection_default_follows_an_explicit_objective_direction():
+    parsed = spec("objective: {metric: val_loss, direction: maximize}\n" + SPACE)
+    assert parsed.selection == [SelectionSpec(criterion="val_loss", direction="maximize")]
+
+
+def test_the_architecture_phase_reads_as_written():
+    text = OBJECTIVE + SPACE + (
+        "phase: architecture\n"
+        "inherits: [lr_adam_refine]\n"
+        "eliminate: [diverged, oscillating, underfitting]\n"
+        "selection:\n"
+        "  - {criterion: best_val_acc, tolerance: 0.005}\n"
+        "  - {criterion: val_loss_at_peak}\n"
+        "precondition: overfits\n"
+        "baseline: true\n"
+        "keep_tolerance: 0.002\n"
+    )
+    parsed = spec(text)
+    assert parsed.eliminate == ["diverged", "oscillating", "underfitting"]
+    assert parsed.selection == [
+        SelectionSpec(criterion="best_val_acc", direction="maximize", tolerance=0.005),
+        SelectionSpec(criterion="val_loss_at_peak", direction="minimize", tolerance=0.0),
+    ]
+    assert (parsed.precondition, parsed.baseline, parsed.keep_tolerance) == (
+        "overfits", True, 0.002
+    )
+
+
+def test_the_first_criterion_need_not_be_the_objective_metric():
+    parsed = spec(OBJECTIVE + SPACE + "selection: [{criterion: overfitting_gap, "
+                  "direction: maximize, tolerance: 1}]\n")
+    assert parsed.selection == [
+        SelectionSpec(criterion="overfitting_gap", direction="maximize", tolerance=1.0)
+    ]
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_every_metric_is_a_valid_criterion(name):
+    parsed = spec(OBJECTIVE + SPACE + f"selection: [{{criterion: {name}}}]\n")
+    assert parsed.selection[0].direction == METRICS[name].direction
+
+
+def test_elimination_reasons_are_the_lr_verdicts():
+    assert ELIMINATION_REASONS == tuple(name for name, _ in criteria._LR_CHECKS)
+
+
+@pytest.mark.parametrize("name", PRECONDITIONS)
+def test_every_precondition_loads(name):
+    assert spec(OBJECTIVE + SPACE + f"precondition: {name}\n").precondition == name
+
+
+PROTOCOL_ERRORS = [
+    ("eliminate: [diverge]",
+     "eliminate.0: unknown elimination reason `diverge`; fix: did you mean diverged? use one "
+     "of: diverged, oscillating, underfitting, undertrained"),
+    ("eliminate: [diverged, overfitting]",
+     "eliminate.1: unknown elimination reason `overfitting`; fix: did you mean underfitting? "
+     "use one of: diverged, oscillating, underfitting, undertrained"),
+    ("eliminate: [diverged, diverged]",
+     "eliminate.1: duplicate reason (got 'diverged'); fix: list each reason once"),
+    ("eliminate: diverged",
+     "eliminate: must be a list (got 'diverged'); fix: write a list for `eliminate`"),
+    ("selection: [{criterion: best_val_accc}]",
+     "selection.0.criterion: unknown criterion `best_val_accc`; fix: did you mean "
+     f"best_val_acc, val_acc, best_val_loss? use one of: {METRIC_NAMES}"),
+    ("selection: [{criterion: best_val_acc, tolerance: -0.1}]",
+     "selection.0.tolerance: must be >= 0.0 (got -0.1); fix: use a value >= 0.0"),
+    ("selection: [{criterion: best_val_acc, tolerance: lots}]",
+     "selection.0.tolerance: must be a number (got 'lots'); fix: write a number for "
+     "`tolerance`"),
+    ("selection: [{criterion: best_val_acc, tolerence: 0.01}]",
+     "selection.0.tolerence: unknown key `tolerence`; fix: did you mean tolerance? use one "
+     "of: criterion, direction, tolerance"),
+    ("selection: [{criterion: val_acc, direction: up}]",
+     "selection.0.direction: unknown direction `up`; fix: use one of: maximize, minimize"),
+    ("selection: [{tolerance: 0.01}]",
+     "selection.0.criterion: is required; fix: add `criterion:`"),
+    ("selection: [{criterion: val_acc}, {criterion: val_acc}]",
+     "selection.1.criterion: duplicate criterion (got 'val_acc'); fix: list each criterion "
+     "once"),
+    ("selection: [best_val_acc]",
+     "selection.0: must be a mapping (got 'best_val_acc'); fix: write it like {criterion: "
+     "best_val_acc, tolerance: 0.005}"),
+    ("selection: best_val_acc",
+     "selection: must be a list (got 'best_val_acc'); fix: write a list for `selection`"),
+    ("selection: []",
+     "selection: must not be empty (got []); fix: list at least one criterion, or leave "
+     "`selection` out to select on the objective"),
+    ("precondition: overfit",
+     "precondition: unknown precondition `overfit`; fix: did you mean overfits? use one of: "
+     "none, overfits, sound"),
+    ("baseline: 1",
+     "baseline: must be true or false (got 1); fix: write true or false for `baseline`"),
+    ("keep_tolerance: -0.01",
+     "keep_tolerance: must be >= 0.0 (got -0.01); fix: use a value >= 0.0"),
+    ("keep_tolerance: .inf",
+     "keep_tolerance: must be a finite number (got inf); fix: write a finite number for "
+     "`keep_tolerance`"),
+]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"), PROTOCOL_ERRORS, ids=[m.split(": ")[0] for _, m in PROTOCOL_ERRORS]
+)
+def test_protocol_field_errors(line, message):
+    with pytest.raises(SpecError) as caught:
+        spec(OBJECTIVE + SPACE + line + "\n")
+    assert str(caught.value) == f"studies/s.yaml: {message}"
