@@ -146,4 +146,6 @@ def _runners_up_table(rows: list[dict]) -> Table:
 
 def print_phase(outcome) -> None:
     """One line per protocol phase: status, study and its choice."""
-    console.print(f"{outcome.phase:<18} {outcome.status:<8} {outcome.line}", highlight=False)
+    console.print(
+        f"{outcome.phase:<18} {outcome.status:<8} {outcome.line}", highlight=False, soft_wrap=True
+    )

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
+from hpsearch.config import resolve_config
 from hpsearch.errors import StudyMismatchError, UsageError
 from hpsearch.objective import StudyObjective
 from hpsearch.protocol.chain import ATTR_INHERITED, Inheritance, inherit, stored_choice
@@ -70,12 +71,18 @@ def prepare_study(
 
 def _resolved_spec(spec, objective, storage, stored_name) -> StudySpec:
     """The spec with the space for this model family and refinements made concrete."""
-    model = objective.config_for({}).model
+    model = resolve_config(
+        ("inherited configuration", objective.inherited),
+        (f"{spec.path}: base", spec.base),
+        ("--set", objective.overrides),
+    ).model  # the space is not chosen yet: it depends on this
     family = StudySpec.model_family(model)
     declared = None
     if family == "factory":
         declared = declared_space(resolve_factory(model, "model", f"{spec.path}: base.model"))
     spec = spec.with_space_for(model, declared)
+    if spec.follow:
+        spec = spec.following(objective.config_for({}).to_dict())
     if not spec.space.refinements():
         return spec
 

@@ -85,3 +85,11 @@ def shared_data_dir():
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"{SHARED_DATA / 'MNIST' / 'raw'} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests train many tiny models: on a 2-core CI box, torch's thread pool only contends."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -22,6 +22,9 @@ ATTR_INHERITED = "inherited"  # the configuration a phase started from, and its 
 
 # Train accuracy "much above" validation accuracy means overfitting [003]: 5 points.
 OVERFIT_GAP = 0.05
+# Curves that are not sound: overshoot, saw-teeth, no progress [000]. A curve still falling
+# at the end ("undertrained") is sound; it only wants more epochs.
+UNSOUND = ("diverged", "oscillating", "underfitting")
 
 
 @dataclass
@@ -88,7 +91,7 @@ def precondition_failure(precondition: str, inheritance: Inheritance) -> str | N
             )
         return None
     verdict = criteria.get("lr_verdict")
-    if verdict is not None:
+    if verdict in UNSOUND:
         return (
             f"the inherited curves are not sound ({verdict}); micro-optimisation only when "
             "everything else is sound [000]: fix the earlier phases first"

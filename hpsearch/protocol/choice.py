@@ -46,9 +46,21 @@ def choose(study: optuna.Study, spec) -> dict[str, Any] | None:
         **_trial_facts(trial),
         "main_criterion": criteria[0].name,
         "skipped": False,
+        "extra_epochs": _extra_epochs(pool, choice.trial),
     }
     study.set_user_attr(ATTR_SELECTION, stored)
     return stored
+
+
+def _extra_epochs(pool: list[Candidate], chosen: int) -> float | None:
+    """Epochs to converge beyond the baseline's: what a technique costs (the scheduler's
+    criterion 3 [000]). None without a baseline; negative when the choice converges sooner."""
+    baseline = next((c for c in pool if c.baseline), None)
+    picked = next(c for c in pool if c.trial == chosen)
+    if baseline is None:
+        return None
+    mine, theirs = picked.values.get("convergence_epochs"), baseline.values.get("convergence_epochs")
+    return None if mine is None or theirs is None else mine - theirs
 
 
 def _trial_facts(trial: FrozenTrial) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError, TrainingError
 from hpsearch.train.augment import augment, check_augment
-from hpsearch.train.loop import _Step, _TrainBatches  # private for now: to be exposed by loop.py
+from hpsearch.train.loop import TrainBatches, TrainStep
 from hpsearch.train.models import build_model
 from hpsearch.train.optim import build_optimizer
 from hpsearch.train.splits import DataSplits
@@ -114,12 +114,12 @@ def lr_find(
     model = build_model(config, data.input_shape, data.num_classes).to(device)
     optimizer = build_optimizer(config, model)
     schedule = lr_schedule(min_lr, max_lr, max_steps)
-    # Writes schedule[i] into every param group's lr before batch i (_Step steps it after).
+    # Writes schedule[i] into every param group's lr before batch i (TrainStep steps it after).
     ramp = LambdaLR(optimizer, lambda i: schedule[min(i, max_steps - 1)] / min_lr)
     generator = torch.Generator(device=device).manual_seed(config.seed)  # batch order, augment
-    batches = _TrainBatches(data.train, config, device, generator)
+    batches = TrainBatches(data.train, config, device, generator)
     model.train()
-    step = _Step(model, optimizer, ramp, config)
+    step = TrainStep(model, optimizer, ramp, config)
     return _run(step, _cycle(batches, max_steps), config, generator,
                 _Recorder(divergence_factor, beta))
 
@@ -280,7 +280,7 @@ class _Recorder:
         )
 
 
-def _run(step: _Step, batches: Iterator, config: TrainConfig, generator,
+def _run(step: TrainStep, batches: Iterator, config: TrainConfig, generator,
          recorder: _Recorder) -> LRFindResult:
     for x, y in batches:
         if config.augment != "none":

@@ -136,7 +136,9 @@ def choice_line(choice: Mapping[str, Any] | None) -> str:
     main = choice.get("main_criterion")
     value = criteria.get(main) if main else None
     tail = f": {main} {_short(value)}" if value is not None else ""
-    return f"{head}" + (f" ({params})" if params else "") + tail
+    extra = choice.get("extra_epochs")
+    cost = f", {_short(extra)} epochs to converge vs the baseline" if extra else ""
+    return f"{head}" + (f" ({params})" if params else "") + tail + cost
 
 
 def _short(value: Any) -> str:

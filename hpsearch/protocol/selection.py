@@ -129,7 +129,11 @@ def keep_or_baseline(
     """
     baseline = next((c for c in candidates if c.baseline), None)
     chosen = next(c for c in candidates if c.trial == choice.trial)
-    if baseline is None or chosen.baseline:
+    if baseline is None:
+        return choice
+    if chosen.baseline:
+        choice.kept_baseline = True
+        choice.reason = f"baseline kept: {choice.reason}"
         return choice
     gain = score(chosen, main) - score(baseline, main)
     if gain > keep_tolerance:

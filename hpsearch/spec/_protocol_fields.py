@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hpsearch.config import field_names, is_setting
 from hpsearch.errors import SpecError
 from hpsearch.metrics import METRICS
 from hpsearch.spec._messages import (
@@ -60,6 +61,14 @@ def parse_eliminate(names: list[str], file: str, field: str = "eliminate") -> li
             raise SpecError(file, where, "duplicate reason", name, "list each reason once")
         seen.append(name)
     return seen
+
+
+def parse_follow(names: list[str], file: str, field: str = "follow") -> list[str]:
+    """Settings whose top-level categorical follows the inherited value; each a setting."""
+    for index, name in enumerate(names):
+        if not is_setting(name):
+            raise unknown_name(file, join(field, index), "setting", name, field_names())
+    return list(names)
 
 
 def parse_precondition(name: str, file: str, field: str = "precondition") -> str:

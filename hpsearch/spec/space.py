@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from optuna.distributions import BaseDistribution
 from optuna.trial import BaseTrial
 
-from hpsearch.errors import SpecError
+from hpsearch.errors import SpecError, UsageError, format_problem
 from hpsearch.spec import _params, _refine
 from hpsearch.spec._params import (
     ChoiceParam,
@@ -116,6 +116,21 @@ class SearchSpace:
             params = self.params + (param,)
         _check_set_once(params, {}, self.file)
         return SearchSpace(params, self.file)
+
+
+    def follow(self, setting: str, value: Any) -> SearchSpace:
+        """A copy where the top-level categorical `setting` is fixed to `value` and only that
+        choice's branch is searched (its parameters keep their names, e.g. `momentum[sgd]`)."""
+        at = next((i for i, p in enumerate(self.params) if p.name == setting), None)
+        param = None if at is None else self.params[at]
+        if not isinstance(param, ChoiceParam) or value not in param.choices:
+            choices = list(param.choices) if isinstance(param, ChoiceParam) else []
+            raise UsageError(format_problem(
+                self.file, f"space.{setting}", f"follows the inherited {setting}, which has no "
+                f"choice here (choices: {choices})", value, f"add {value!r} to its choices"))
+        fixed = FixedParam(setting, value, param.field)
+        branch = tuple(param.branches.get(value, ()))
+        return SearchSpace(self.params[:at] + (fixed,) + branch + self.params[at + 1 :], self.file)
 
 
 def parse_space(data: Any, file: str, field: str = "space", prefix: str = "") -> SearchSpace:

@@ -18,6 +18,8 @@ The protocol fields (PROTOCOL.md) say how the phase picks its winner:
     precondition: overfits                  none | overfits | sound
     baseline: true                          the inherited configuration runs unchanged
     keep_tolerance: 0.002                   a technique must beat the baseline by more
+    follow: [optimizer]                     categoricals fixed to the inherited value:
+                                            only that choice's branch is searched
 
 Every problem is ONE `SpecError` naming the file, the field, the value and the fix.
 """
@@ -37,6 +39,7 @@ from hpsearch.spec._messages import check_keys, did_you_mean, validate_model
 from hpsearch.spec._protocol_fields import (
     SelectionSpec,
     parse_eliminate,
+    parse_follow,
     parse_precondition,
     parse_selection,
 )
@@ -74,6 +77,7 @@ class _StudyFile(BaseModel):
     precondition: str = "none"
     baseline: bool = False
     keep_tolerance: float = Field(0.0, ge=0)
+    follow: list[str] = Field(default_factory=list)
     sampler: Any = Field(default_factory=dict)
     pruner: Any = None
     trials: int | None = Field(None, ge=1)
@@ -106,6 +110,9 @@ class StudySpec(BaseModel):
     precondition: str = "none"  # none | overfits | sound: when the phase applies
     baseline: bool = False  # the inherited configuration runs unchanged as a trial
     keep_tolerance: float = 0.0  # a technique must beat the baseline by more (criterion 1)
+    # Categoricals not sampled but fixed to the inherited value, only its branch searched:
+    # optimizer options are the chosen optimizer's options (PROTOCOL.md phase 4 [000]).
+    follow: list[str] = Field(default_factory=list)
     file: str = ""  # how messages name the study file
 
     def fixed_values(self) -> dict[str, Any]:
@@ -135,6 +142,13 @@ class StudySpec(BaseModel):
         _check_base_and_space(self.base, space, space.file)
         trials = _trials(self.declared_trials, self.sampler, space)
         return self.model_copy(update={"space": space, "trials": trials})
+
+    def following(self, values: Mapping[str, Any]) -> StudySpec:
+        """A copy whose `follow` categoricals are fixed to `values` (the inherited config)."""
+        space = self.chosen_space()
+        for setting in self.follow:
+            space = space.follow(setting, values[setting])
+        return self.with_space(space)
 
     def chosen_space(self) -> SearchSpace:
         """`space`, or a UsageError while a `spaces` file has no space chosen yet."""
@@ -185,6 +199,7 @@ def _protocol_fields(top: _StudyFile, objective: ObjectiveSpec, file: str) -> di
         "precondition": parse_precondition(top.precondition, file),
         "baseline": top.baseline,
         "keep_tolerance": top.keep_tolerance,
+        "follow": parse_follow(top.follow, file),
     }
 
 

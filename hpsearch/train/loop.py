@@ -84,9 +84,9 @@ def fit(
     model = build_model(config, data.input_shape, data.num_classes).to(device)
     optimizer = build_optimizer(config, model)
     generator = torch.Generator(device=device).manual_seed(config.seed)  # batch order, augmentation
-    batches = _TrainBatches(data.train, config, device, generator)
+    batches = TrainBatches(data.train, config, device, generator)
     scheduler = build_scheduler(config, optimizer, len(batches))
-    step = _Step(model, optimizer, scheduler, config)
+    step = TrainStep(model, optimizer, scheduler, config)
     history: list[dict] = []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
@@ -128,7 +128,7 @@ def evaluate(
     return loss_sum.item() / seen, correct.item() / seen  # the one host sync
 
 
-class _Step:
+class TrainStep:
     """One optimisation step: loss (+ L1 [001]), backward, clipping, optimizer and schedule."""
 
     def __init__(self, model: nn.Module, optimizer, scheduler, config: TrainConfig):
@@ -153,7 +153,7 @@ class _Step:
 
 
 def _train_epoch(
-    step: _Step, batches: _TrainBatches, config: TrainConfig, generator, device
+    step: TrainStep, batches: TrainBatches, config: TrainConfig, generator, device
 ) -> tuple[float, float]:
     step.model.train()
     loss_sum = torch.zeros((), device=device)
@@ -170,7 +170,7 @@ def _train_epoch(
     return loss_sum.item() / seen, correct.item() / seen
 
 
-class _TrainBatches:
+class TrainBatches:
     """Training batches for one epoch per iteration, shuffled; nothing dropped."""
 
     def __init__(self, split: Split, config: TrainConfig, device: torch.device, generator):

@@ -23,6 +23,16 @@ CPU = torch.device("cpu")
 EXPLODED = ("loss exceeded 4x its minimum", "loss not finite")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Train on one CPU thread: these models gain nothing from two, and on a loaded 2-core box
+    two threads wait on each other (the digits run took 31 s instead of 1.5 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class QuadraticBowl(nn.Module):
     """One weight w whose training loss is exactly q = curvature/2 * (w - x)^2 + 1 per sample.
 
