@@ -132,6 +132,9 @@ def print_best(result: dict, as_json: bool) -> None:
     console.print("configuration: " + json.dumps(choice.get("config", {}), default=str), highlight=False)
     if choice.get("runners_up"):
         console.print(_runners_up_table(choice["runners_up"]))
+    for gone in choice.get("eliminated", []):
+        console.print(f"eliminated: trial {gone['trial']} ({gone['reason']}) {gone['params']}",
+                      highlight=False, soft_wrap=True)
 
 
 def _runners_up_table(rows: list[dict]) -> Table:

@@ -47,9 +47,18 @@ def choose(study: optuna.Study, spec) -> dict[str, Any] | None:
         "main_criterion": criteria[0].name,
         "skipped": False,
         "extra_epochs": _extra_epochs(pool, choice.trial),
+        "eliminated": _eliminated(study),
     }
     study.set_user_attr(ATTR_SELECTION, stored)
     return stored
+
+
+def _eliminated(study: optuna.Study) -> list[dict[str, Any]]:
+    """Pruned trials and why (diverged, oscillating, a pruner's verdict...)."""
+    return [
+        {"trial": t.number, "reason": t.user_attrs.get("reason", "pruned"), "params": t.params}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    ]
 
 
 def _extra_epochs(pool: list[Candidate], chosen: int) -> float | None:

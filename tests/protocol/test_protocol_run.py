@@ -1,0 +1,195 @@
+"""`hpsearch protocol` end to end on digits with tiny budgets: chaining, refinement,
+preconditions, baselines, the single test evaluation, and no work done twice."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+import torch
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+import hpsearch
+from hpsearch.cli import cli
+from hpsearch.errors import UsageError
+from hpsearch.protocol.run import PHASES, run_protocol
+from hpsearch.protocol.test_phase import run_test
+from tests.conftest import REPO
+
+STUDIES = REPO / "studies"
+TINY = {"epochs": 4}  # digits, 4 epochs a trial: the whole protocol in seconds
+
+
+def load(name, url):
+    return optuna.load_study(study_name=name, storage=url)
+
+
+@pytest.fixture(scope="module")
+def protocol_url(tmp_path_factory):
+    """One tiny protocol run shared by the tests that only read its results."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('protocol') / 'p.db'}"
+    outcomes = run_protocol(studies_dir=STUDIES, storage=url, overrides=TINY, trials_scale=0.15)
+    return url, outcomes
+
+
+def test_every_phase_runs_in_order(protocol_url):
+    _, outcomes = protocol_url
+    assert [o.phase for o in outcomes] == list(PHASES)
+    assert all(o.status in {"ran", "skipped", "tested"} for o in outcomes)
+    assert outcomes[-1].status == "tested" and 0.5 < outcomes[-1].test["test_acc"] <= 1.0
+
+
+def test_running_it_twice_does_no_work_twice(protocol_url):
+    url, _ = protocol_url
+    before = {n: len(load(n, url).trials) for n in optuna.get_all_study_names(url)}
+    again = run_protocol(studies_dir=STUDIES, storage=url, overrides=TINY, trials_scale=0.15)
+    assert {o.status for o in again} <= {"done", "skipped"}
+    assert {n: len(load(n, url).trials) for n in before} == before
+
+
+def test_architecture_trains_with_the_lr_the_lr_phase_chose(protocol_url):
+    url, _ = protocol_url
+    chosen_lr = load("lr_adam_refine", url).user_attrs["selection"]["config"]["lr"]
+    architecture = load("architecture", url)
+    assert architecture.user_attrs["inherited"]["from"][0]["study"] == "lr_adam_refine"
+    for trial in architecture.trials:
+        assert trial.user_attrs["config"]["lr"] == chosen_lr
+
+
+def test_refinement_grid_is_built_around_the_parent_choice(protocol_url):
+    url, _ = protocol_url
+    explored = load("lr_adam", url).user_attrs["selection"]["config"]["lr"]
+    refined = sorted(t.params["lr"] for t in load("lr_adam_refine", url).trials)
+    assert refined == pytest.approx([explored * 0.5, explored, explored * 2])
+
+
+def test_every_trial_stores_all_criteria(protocol_url):
+    url, _ = protocol_url
+    for trial in load("lr_sgd", url).trials:
+        criteria = trial.user_attrs["criteria"]
+        for key in ("train_loss_area", "final_plateau", "best_val_acc", "overfitting_gap",
+                    "stability", "convergence_epochs", "lr_verdict"):
+            assert key in criteria
+
+
+def test_skipped_phase_stores_its_reason_and_passes_the_config_on(protocol_url):
+    url, outcomes = protocol_url
+    regularization = load("regularization", url)
+    choice = regularization.user_attrs["selection"]
+    assert choice["skipped"] and choice["reason"].startswith("skipped: the inherited choice does not overfit")
+    assert regularization.trials == []
+    architecture = load("architecture", url).user_attrs["selection"]["config"]
+    assert choice["config"]["width"] == architecture["width"]
+
+
+def test_technique_phase_runs_the_baseline_first(protocol_url):
+    url, _ = protocol_url
+    first = load("batchnorm", url).trials[0]
+    assert first.user_attrs["baseline"] is True and first.params == {}
+    assert first.user_attrs["config"]["norm"] == "none"
+    choice = load("batchnorm", url).user_attrs["selection"]
+    assert choice["kept_baseline"] == (choice["trial"] == 0)
+
+
+def test_best_shows_the_choice_and_why(protocol_url):
+    url, _ = protocol_url
+    result = CliRunner().invoke(cli, ["best", "--study", "lr_sgd", "--storage", url, "--json"])
+    assert result.exit_code == 0, result.output
+    choice = json.loads(result.output)["choice"]
+    assert choice["reason"].startswith(f"trial {choice['trial']} (train_loss_area ")
+    assert choice["steps"][0].startswith("train_loss_area: best ")
+    assert len(choice["runners_up"]) + len(choice["eliminated"]) == 3  # 4 grid points
+    for gone in choice["eliminated"]:
+        assert gone["reason"] in {"diverged", "oscillating", "underfitting"}
+    text = CliRunner().invoke(cli, ["best", "--study", "lr_sgd", "--storage", url]).output
+    assert "protocol choice" in text
+    assert "runners-up" in text or "eliminated: trial" in text
+
+
+def test_test_phase_runs_once(protocol_url):
+    url, _ = protocol_url
+    with pytest.raises(UsageError, match="already tested .* the test set is used once"):
+        run_test("scheduler", url)
+    refused = CliRunner().invoke(cli, ["test", "--study", "scheduler", "--storage", url])
+    assert refused.exit_code == 2 and refused.output.startswith("error: study `scheduler` was already tested")
+    forced = CliRunner().invoke(cli, ["test", "--study", "scheduler", "--storage", url, "--force"])
+    assert forced.exit_code == 0 and "test accuracy" in forced.output
+
+
+def test_phase_without_its_parent_names_the_command(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = CliRunner().invoke(cli, ["run", "--study", "architecture", "--storage", url,
+                                      "--studies-dir", str(STUDIES)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: {STUDIES / 'architecture.yaml'}: inherits `lr_adam_refine`, which has no chosen "
+        "trial yet; fix: run `hpsearch run --study lr_adam_refine` (or `hpsearch protocol`) first"
+    )
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_from_and_to_select_phases_and_tags_separate_runs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    outcomes = run_protocol(studies_dir=STUDIES, storage=url, overrides=TINY,
+                            start="setup", stop="lr_adam", tag="small")
+    assert [o.phase for o in outcomes] == ["setup", "lr_sgd", "lr_sgd_refine", "lr_adam"]
+    assert "lr_adam@small" in optuna.get_all_study_names(url)
+    assert load("lr_adam@small", url).user_attrs["inherited"]["from"][0]["study"] == "setup@small"
+    with pytest.raises(UsageError, match="unknown phase `nope`"):
+        run_protocol(studies_dir=STUDIES, storage=url, start="nope")
+
+
+def test_eliminated_trials_are_pruned_with_their_reason(write_study, studies_dir, tmp_path):
+    write_study("lr_edges", "base: {dataset: digits, epochs: 6, optimizer: sgd, momentum: 0.9}\n"
+                "objective: {metric: train_loss_area}\n"
+                "eliminate: [diverged, oscillating, underfitting]\n"
+                "sampler: {name: grid}\npruner: {name: none}\n"
+                "space:\n  lr: {values: [1.0e+4, 1.0e-7, 0.1]}\n")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    summary = hpsearch.run_study("lr_edges", storage=url, studies_dir=studies_dir)
+    reasons = {t.params["lr"]: (t.state, t.user_attrs.get("reason")) for t in load("lr_edges", url).trials}
+    assert reasons[1e4] == (TrialState.PRUNED, "diverged")
+    assert reasons[1e-7] == (TrialState.PRUNED, "underfitting")
+    assert reasons[0.1][0] == TrialState.COMPLETE
+    assert summary.choice["config"]["lr"] == 0.1
+
+
+def test_failed_setup_check_stops_the_protocol(tmp_path):
+    @hpsearch.dataset("raw_pixels")
+    def raw_pixels(config):  # not normalised: the setup phase must refuse it
+        generator = torch.Generator().manual_seed(0)
+        x = torch.rand(400, 1, 8, 8, generator=generator) * 255
+        y = torch.randint(0, 3, (400,), generator=generator)
+        return {"train": (x[:300], y[:300]), "val": (x[300:], y[300:])}
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = CliRunner().invoke(cli, ["protocol", "--storage", url, "--studies-dir", str(STUDIES),
+                                      "--set", "dataset=raw_pixels", "--set", "epochs=2"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: setup check failed: ✗ normalisation: ")
+    assert "lr_sgd" not in optuna.get_all_study_names(url)
+    checks = load("setup", url).user_attrs["setup_checks"]
+    assert {c["name"]: c["passed"] for c in checks}["normalisation"] is False
+
+
+def test_lr_find_records_a_range_the_lr_phase_then_uses(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    args = ["--storage", url, "--studies-dir", str(STUDIES), "--set", "epochs=2"]
+    assert CliRunner().invoke(cli, ["run", "--study", "setup", *args]).exit_code == 0
+    found = CliRunner().invoke(cli, ["lr-find", "--study", "lr_adam", "--record", *args])
+    assert found.exit_code == 0, found.output
+    assert found.output.startswith("lr_adam: suggested lr ") and "recorded on the study" in found.output
+    assert (tmp_path / "storage" / "plots" / "lr_find_lr_adam.png").read_bytes()[:4] == b"\x89PNG"
+    recorded = load("lr_adam", url).user_attrs["lr_range"]
+    assert recorded["low"] < recorded["suggested"] <= recorded["high"]
+    assert CliRunner().invoke(cli, ["run", "--study", "lr_adam", *args]).exit_code == 0
+    tried = sorted(t.params["lr"] for t in load("lr_adam", url).trials)
+    assert tried == sorted({recorded["low"], recorded["suggested"], recorded["high"]})
+
+
+@pytest.mark.parametrize("command", [["protocol"], ["test"], ["lr-find"]])
+def test_protocol_commands_have_help(command):
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0 and result.output.startswith("Usage: ")
