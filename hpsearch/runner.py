@@ -7,7 +7,6 @@ several workers sharing one storage stop together once the study has enough tria
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol
