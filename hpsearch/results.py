@@ -15,7 +15,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.errors import UsageError
 from hpsearch.objective import ATTR_CONFIG, ATTR_ERROR, ATTR_HISTORY, ATTR_REASON
-from hpsearch.preparation import ATTR_PHASE
 from hpsearch.protocol.chain import ATTR_SELECTION
 from hpsearch.runner import FINISHED
 from hpsearch.spec import list_study_files, load_study_spec
@@ -141,7 +140,3 @@ def _best_value(study: optuna.Study) -> float | None:
         return None
     return None if value is None or math.isnan(value) else value
 
-
-def phase_of(study: optuna.Study) -> str | None:
-    """The protocol phase a stored study was created for."""
-    return study.user_attrs.get(ATTR_PHASE)

@@ -94,8 +94,7 @@ def run_study(
     if spec.phase == "setup":
         run_setup_phase(optuna_study, prepared.objective)
     if not summary.nothing_to_do:
-        _enqueue_baseline(optuna_study, spec)
-        _optimize(optuna_study, prepared.objective, budget, summary, observer)
+        _optimize(optuna_study, prepared.objective, spec.baseline, budget, summary, observer)
     summary.counts = _state_counts(optuna_study)
     summary.choice = choose(optuna_study, spec)
     return summary
@@ -110,18 +109,28 @@ def _budget(spec: StudySpec, trials: int | None) -> int:
     return points if trials is None else min(trials, points)
 
 
-def _enqueue_baseline(study: optuna.Study, spec: StudySpec) -> None:
-    """Technique phases first run the inherited configuration unchanged [000]."""
-    if not spec.baseline:
+def _run_baseline(study: optuna.Study, objective: StudyObjective, guard: _BudgetGuard) -> None:
+    """Technique phases first run the inherited configuration unchanged [000].
+
+    The baseline samples nothing, so it runs under a RandomSampler: a GridSampler expects
+    every trial to hold one of its grid points.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if any(t.user_attrs.get(ATTR_BASELINE) and t.state in FINISHED for t in trials):
         return
-    if any(t.user_attrs.get(ATTR_BASELINE) for t in study.get_trials(deepcopy=False)):
-        return
-    study.enqueue_trial({}, user_attrs={ATTR_BASELINE: True})
+    if not any(t.user_attrs.get(ATTR_BASELINE) and t.state == TrialState.WAITING for t in trials):
+        study.enqueue_trial({}, user_attrs={ATTR_BASELINE: True})
+    sampler, study.sampler = study.sampler, optuna.samplers.RandomSampler()
+    try:
+        study.optimize(objective, n_trials=1, callbacks=[guard], catch=(TrialCrashed,))
+    finally:
+        study.sampler = sampler
 
 
 def _optimize(
     study: optuna.Study,
     objective: StudyObjective,
+    baseline: bool,
     budget: int,
     summary: RunSummary,
     observer: RunObserver | None,
@@ -129,7 +138,10 @@ def _optimize(
     if observer is not None:
         observer.on_start(study, budget, summary.finished_before)
     guard = _BudgetGuard(budget, summary, observer)
-    study.optimize(objective, callbacks=[guard], catch=(TrialCrashed,), gc_after_trial=False)
+    if baseline:
+        _run_baseline(study, objective, guard)
+    if _finished(study) < budget and guard.consecutive_failures < MAX_CONSECUTIVE_FAILURES:
+        study.optimize(objective, callbacks=[guard], catch=(TrialCrashed,), gc_after_trial=False)
     if guard.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
         raise TrainingError(
             f"{guard.consecutive_failures} trials in a row failed; last: {guard.last_error}; "

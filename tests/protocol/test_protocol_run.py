@@ -193,3 +193,17 @@ def test_lr_find_records_a_range_the_lr_phase_then_uses(tmp_path):
 def test_protocol_commands_have_help(command):
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0 and result.output.startswith("Usage: ")
+
+
+def test_baseline_with_a_one_point_grid(write_study, studies_dir, tmp_path):
+    write_study("norm_only", "base: {dataset: digits, epochs: 2}\nobjective: {metric: best_val_acc}\n"
+                "baseline: true\nsampler: {name: grid}\npruner: {name: none}\n"
+                "space:\n  norm: {choices: [batch]}\n")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    summary = hpsearch.run_study("norm_only", storage=url, studies_dir=studies_dir)
+    trials = load("norm_only", url).trials
+    assert [t.user_attrs.get("baseline", False) for t in trials] == [True, False]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert summary.budget == 2
+    again = hpsearch.run_study("norm_only", storage=url, studies_dir=studies_dir)
+    assert again.nothing_to_do and len(load("norm_only", url).trials) == 2
