@@ -216,7 +216,7 @@ def markdown_tables(rows: list[dict], seeds: list[int]) -> str:
             per_seed.append(f"| {arm} | {r['seed']} | {r['val_acc']:.4f} | {r['test_acc']:.4f} "
                             f"| {r['epochs']} | {r['wall_s']:.0f} |")
     title = f"Mean ± std over seeds {' '.join(map(str, seeds))}:" if len(seeds) > 1 else ""
-    return "\n".join(filter(None, [title, *summary, "", "Per seed:", *per_seed]))
+    return "\n".join([*([title] if title else []), *summary, "", "Per seed:", *per_seed])
 
 
 def device_name(device: str) -> str:

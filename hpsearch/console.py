@@ -106,11 +106,12 @@ def _fmt(value: Any) -> str:
 
 def print_studies(rows: list[dict]) -> None:
     table = Table(title="studies")
-    for column in ("study", "phase", "description", "done", "best"):
+    for column in ("study", "phase", "description", "done", "best", "choice"):
         table.add_column(column)
     for row in rows:
-        done = f"{row['done']}/{row['budget']}"
-        table.add_row(row["study"], row["phase"], row["description"], done, _fmt(row["best"]))
+        budget = "grid" if row["budget"] is None else row["budget"]  # a grid's size: per model
+        table.add_row(row["study"], row["phase"], row["description"], f"{row['done']}/{budget}",
+                      _fmt(row["best"]), row["choice"])
     console.print(table)
 
 

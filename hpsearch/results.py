@@ -112,8 +112,9 @@ def overview(studies_dir: str | Path = "studies", storage: str | None = None) ->
                 "phase": spec.phase or "",
                 "description": spec.description,
                 "done": stored["done"] if stored else 0,
-                "budget": spec.trials,
+                "budget": "once" if spec.phase == "test" else spec.trials,
                 "best": stored["best"] if stored else None,
+                "choice": stored["choice"] if stored else "",
             }
         )
     return rows
@@ -127,8 +128,22 @@ def _summaries(url: str) -> dict[str, dict[str, Any]]:
     for name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
         finished = study.get_trials(deepcopy=False, states=FINISHED)
-        found[name] = {"done": len(finished), "best": _best_value(study)}
+        found[name] = {
+            "done": len(finished),
+            "best": _best_value(study),
+            "choice": _choice_text(study.user_attrs.get(ATTR_SELECTION)),
+        }
     return found
+
+
+def _choice_text(choice: dict | None) -> str:
+    """`trial 4`, `baseline (trial 0)` or `skipped`: the protocol's choice in a word or two."""
+    if not choice:
+        return ""
+    if choice.get("skipped"):
+        return "skipped"
+    prefix = "baseline " if choice.get("kept_baseline") else ""
+    return f"{prefix}trial {choice['trial']}"
 
 
 def _best_value(study: optuna.Study) -> float | None:
