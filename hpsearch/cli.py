@@ -26,6 +26,25 @@ EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 STORAGE_HELP = f"Storage URL (default: ${STORAGE_ENV}, else sqlite:///storage/hpsearch.db)."
 STUDIES_DIR_HELP = "Folder of study files (default: $HPSEARCH_STUDIES_DIR, else ./studies)."
 
+# Options shared by several commands: one definition each.
+tag_option = click.option(
+    "--tag", help="Protocol run tag: studies are stored as NAME@TAG and inherit from NAME@TAG."
+)
+storage_option = click.option("--storage", help=STORAGE_HELP)
+set_option = click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE",
+    help="Override a training setting (repeatable; highest precedence).",
+)
+device_option = click.option("--device", help="cpu, cuda, cuda:N or auto (default: auto).")
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False),
+    help="Data folder (default: $HPSEARCH_DATA_DIR, else storage/data).",
+)
+studies_dir_option = click.option(
+    "--studies-dir", envvar="HPSEARCH_STUDIES_DIR", default="studies", show_default=True,
+    help=STUDIES_DIR_HELP,
+)
+
 
 def reports_errors(command):
     """Turn hpsearch's named errors and Ctrl-C into one line and an exit code."""
@@ -59,21 +78,22 @@ def cli() -> None:
 @cli.command()
 @click.option("--study", "study", required=True, help="Study name in the studies folder, or a YAML path.")
 @click.option("--trials", type=click.IntRange(min=0), help="Budget: COMPLETE+PRUNED trials (default: the file's).")
-@click.option("--storage", help=STORAGE_HELP)
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override a training setting (repeatable).")
-@click.option("--device", help="cpu, cuda, cuda:N or auto (default: the study's, else auto).")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Data folder (default: $HPSEARCH_DATA_DIR, else storage/data).")
+@storage_option
+@set_option
+@device_option
+@data_dir_option
 @click.option("--name", help="Store the run under this study name instead of the file's.")
-@click.option("--studies-dir", envvar="HPSEARCH_STUDIES_DIR", default="studies", show_default=True, help=STUDIES_DIR_HELP)
+@tag_option
+@studies_dir_option
 @reports_errors
-def run(study, trials, storage, settings, device, data_dir, name, studies_dir) -> None:
+def run(study, trials, storage, settings, device, data_dir, name, tag, studies_dir) -> None:
     """Run (or resume) a study until it has its budget of trials."""
     overrides = _overrides(settings, device, data_dir)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a killed worker cleans up like Ctrl-C
     with console.ProgressObserver() as progress:
         summary = runner.run_study(
             study, trials=trials, storage=storage, overrides=overrides, name=name,
-            studies_dir=studies_dir, observer=progress,
+            studies_dir=studies_dir, observer=progress, tag=tag,
         )
     console.print_run_summary(summary, results.load_study(summary.study_name, storage))
 
@@ -89,8 +109,8 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 @cli.command()
-@click.option("--storage", help=STORAGE_HELP)
-@click.option("--studies-dir", envvar="HPSEARCH_STUDIES_DIR", default="studies", show_default=True, help=STUDIES_DIR_HELP)
+@storage_option
+@studies_dir_option
 @reports_errors
 def studies(storage, studies_dir) -> None:
     """List the study files with their phase, description, trials done and best value."""
@@ -99,7 +119,7 @@ def studies(storage, studies_dir) -> None:
 
 @cli.command()
 @click.option("--study", "study", required=True, help="Stored study name.")
-@click.option("--storage", help=STORAGE_HELP)
+@storage_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @reports_errors
 def best(study, storage, as_json) -> None:
@@ -111,30 +131,34 @@ def best(study, storage, as_json) -> None:
 @click.option("--from", "start", metavar="PHASE", help="First phase to run (default: setup).")
 @click.option("--to", "stop", metavar="PHASE", help="Last phase to run (default: test).")
 @click.option("--trials-scale", type=float, default=1.0, show_default=True, help="Multiply every non-grid phase's trial budget.")
-@click.option("--storage", help=STORAGE_HELP)
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override a training setting in every phase (repeatable).")
-@click.option("--device", help="cpu, cuda, cuda:N or auto.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Data folder (default: $HPSEARCH_DATA_DIR, else storage/data).")
-@click.option("--tag", help="Store this protocol run's studies as NAME@TAG (e.g. one tag per data set).")
-@click.option("--studies-dir", envvar="HPSEARCH_STUDIES_DIR", default="studies", show_default=True, help=STUDIES_DIR_HELP)
+@storage_option
+@set_option
+@device_option
+@data_dir_option
+@tag_option
+@studies_dir_option
 @reports_errors
 def protocol(start, stop, trials_scale, storage, settings, device, data_dir, tag, studies_dir) -> None:
     """Run PROTOCOL.md's phases in order, each from the choices of the phases before it."""
     overrides = _overrides(settings, device, data_dir)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    protocol_run.run_protocol(
-        studies_dir=studies_dir, storage=storage, overrides=overrides, start=start, stop=stop,
-        trials_scale=trials_scale, tag=tag, observer=lambda phase: None,
-        on_phase=console.print_phase,
-    )
+    display = console.PhaseProgress()
+    try:
+        protocol_run.run_protocol(
+            studies_dir=studies_dir, storage=storage, overrides=overrides, start=start,
+            stop=stop, trials_scale=trials_scale, tag=tag, observer=display.observer,
+            on_phase=display.on_phase,
+        )
+    finally:
+        display.close()
 
 
 @cli.command("test")
 @click.option("--study", "study", required=True, help="Stored study whose choice is tested.")
-@click.option("--storage", help=STORAGE_HELP)
+@storage_option
 @click.option("--force", is_flag=True, help="Evaluate again although the study was tested.")
-@click.option("--device", help="cpu, cuda, cuda:N or auto.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Data folder.")
+@device_option
+@data_dir_option
 @reports_errors
 def test_command(study, storage, force, device, data_dir) -> None:
     """Train the study's chosen configuration and evaluate it once on the test split."""
@@ -147,19 +171,20 @@ def test_command(study, storage, force, device, data_dir) -> None:
 
 @cli.command("lr-find")
 @click.option("--study", "study", required=True, help="Study whose configuration is tested.")
-@click.option("--storage", help=STORAGE_HELP)
-@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override a training setting.")
-@click.option("--device", help="cpu, cuda, cuda:N or auto.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Data folder.")
+@storage_option
+@set_option
+@device_option
+@data_dir_option
 @click.option("--plot", type=click.Path(dir_okay=False), help="PNG path (default: storage/plots/lr_find_STUDY.png).")
 @click.option("--record", is_flag=True, help="Store the range on the study: its LR search uses it.")
-@click.option("--studies-dir", envvar="HPSEARCH_STUDIES_DIR", default="studies", show_default=True, help=STUDIES_DIR_HELP)
+@tag_option
+@studies_dir_option
 @reports_errors
-def lr_find(study, storage, settings, device, data_dir, plot, record, studies_dir) -> None:
+def lr_find(study, storage, settings, device, data_dir, plot, record, tag, studies_dir) -> None:
     """LR range test: raise the LR every batch until the loss explodes; suggest an LR."""
     found = lr_find_study.find_for_study(
         study, storage=storage, overrides=_overrides(settings, device, data_dir),
-        studies_dir=studies_dir, plot=plot, record=record,
+        studies_dir=studies_dir, plot=plot, record=record, tag=tag,
     )
     click.echo(
         f"{found['study']}: suggested lr {found['suggested']:.3g}, range "

@@ -19,7 +19,7 @@ console = Console()
 class ProgressObserver:
     """A progress bar over the study's budget: trials done, pruned, failed, best so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, transient: bool = False) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.fields[study]}"),
             BarColumn(),
@@ -27,6 +27,7 @@ class ProgressObserver:
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
             console=console,
+            transient=transient,  # the protocol replaces each bar by its phase's summary line
         )
         self._task = None
 
@@ -34,8 +35,12 @@ class ProgressObserver:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self._task is not None:
             self._progress.stop()
+            self._task = None
 
     def on_start(self, study: optuna.Study, budget: int, finished: int) -> None:
         self._progress.start()  # only once there is work: errors before it stay one line
@@ -146,6 +151,26 @@ def _runners_up_table(rows: list[dict]) -> Table:
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
     return table
+
+
+class PhaseProgress:
+    """Protocol display: a transient progress bar while a phase runs, then its line."""
+
+    def __init__(self) -> None:
+        self._current: ProgressObserver | None = None
+
+    def observer(self, phase: str) -> ProgressObserver:
+        self._current = ProgressObserver(transient=True)
+        return self._current
+
+    def on_phase(self, outcome) -> None:
+        if self._current is not None:
+            self._current.close()
+        print_phase(outcome)
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
 
 
 def print_phase(outcome) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpsearch.errors import SpecError
+from hpsearch.errors import SpecError, UsageError
 from hpsearch.metrics import METRICS
 from hpsearch.protocol import criteria
 from hpsearch.spec import (
@@ -149,3 +149,26 @@ def test_protocol_field_errors(line, message):
     with pytest.raises(SpecError) as caught:
         spec(OBJECTIVE + SPACE + line + "\n")
     assert str(caught.value) == f"studies/s.yaml: {message}"
+
+
+def test_follow_fixes_the_inherited_choice_and_searches_only_its_branch():
+    text = ("objective: {metric: val_acc}\nfollow: [optimizer]\nspace:\n  optimizer:\n"
+            "    choices: [sgd, adam]\n    when:\n      sgd: {momentum: {low: 0.8, high: 0.99}}\n"
+            "      adam: {beta1: {low: 0.8, high: 0.95}}\n")
+    spec = parse_study_spec(load_yaml_text(text), "studies/s.yaml", "s")
+    assert spec.follow == ["optimizer"]
+    followed = spec.following({"optimizer": "adam"})
+    assert list(followed.space.distributions()) == ["beta1[adam]"]
+    assert followed.space.sampled_settings() == {"beta1"}
+    with pytest.raises(UsageError) as caught:
+        spec.following({"optimizer": "rmsprop"})
+    assert str(caught.value) == (
+        "studies/s.yaml: space.optimizer: follows the inherited optimizer, which has no choice "
+        "here (choices: ['sgd', 'adam']) (got 'rmsprop'); fix: add 'rmsprop' to its choices")
+
+
+def test_follow_names_must_be_settings():
+    text = "objective: {metric: val_acc}\nfollow: [optimiser]\nspace: {lr: 0.1}\n"
+    with pytest.raises(SpecError) as caught:
+        parse_study_spec(load_yaml_text(text), "studies/s.yaml", "s")
+    assert str(caught.value).startswith("studies/s.yaml: follow.0: unknown setting `optimiser`; fix: did you mean optimizer?")
