@@ -6,11 +6,12 @@ and does no work twice; an interrupted phase resumes where it stopped.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from hpsearch.errors import UsageError
+from hpsearch.errors import HpsearchError, UsageError
 from hpsearch.preparation import stored_name_function
 from hpsearch.protocol.test_phase import ATTR_TEST, run_test
 from hpsearch.runner import RunObserver, RunSummary, run_study
@@ -86,9 +87,28 @@ def run_protocol(
                 observer=observer(phase),
             )
             outcome = _outcome(phase, summary)
+            if outcome.status != "skipped" and not summary.choice:
+                raise NoChoice(_no_choice_message(phase, summary, storage))
         on_phase(outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+class NoChoice(HpsearchError):
+    """Every trial of a phase was eliminated or failed: later phases have nothing to start from."""
+
+
+def _no_choice_message(phase: str, summary: RunSummary, storage: str | None) -> str:
+    from hpsearch.results import load_study
+
+    trials = load_study(summary.study_name, storage).get_trials(deepcopy=False)
+    reasons = Counter(t.user_attrs.get("reason") or t.state.name.lower() for t in trials)
+    listed = ", ".join(f"{reason} x{count}" for reason, count in reasons.most_common())
+    return (
+        f"phase `{phase}`: no trial survived ({listed or 'no trials'}), so later phases have "
+        "nothing to start from; fix: train longer (--set epochs=N) or widen the phase's search "
+        f"space, then rerun (its budget counts pruned trials: raise it with --trials-scale)"
+    )
 
 
 def _scaled_trials(spec: StudySpec, scale: float) -> int | None:

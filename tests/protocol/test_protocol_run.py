@@ -207,3 +207,16 @@ def test_baseline_with_a_one_point_grid(write_study, studies_dir, tmp_path):
     assert summary.budget == 2
     again = hpsearch.run_study("norm_only", storage=url, studies_dir=studies_dir)
     assert again.nothing_to_do and len(load("norm_only", url).trials) == 2
+
+
+def test_a_phase_whose_trials_are_all_eliminated_stops_the_protocol(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    common = ["protocol", "--storage", url, "--studies-dir", str(STUDIES), "--set", "epochs=2"]
+    assert CliRunner().invoke(cli, [*common, "--to", "setup"]).exit_code == 0
+    # Plain SGD without momentum barely moves in 2 epochs: every grid point underfits.
+    result = CliRunner().invoke(cli, [*common, "--from", "lr_sgd", "--set", "momentum=0.0"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "error: phase `lr_sgd`: no trial survived (underfitting x4), so later phases have "
+        "nothing to start from; fix: train longer (--set epochs=N) or widen the phase's search "
+        "space, then rerun (its budget counts pruned trials: raise it with --trials-scale)")
