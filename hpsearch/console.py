@@ -70,13 +70,18 @@ def _best_text(study: optuna.Study) -> str:
 
 def print_run_summary(summary: RunSummary, study: optuna.Study, top: int = 10) -> None:
     """Counts, then the best `top` trials of the study."""
-    if summary.nothing_to_do:
+    if summary.skipped is not None:
+        console.print(f"study [bold]{summary.study_name}[/] skipped: {summary.skipped}",
+                      soft_wrap=True)
+    elif summary.nothing_to_do:
         console.print(
             f"study [bold]{summary.study_name}[/] already has {summary.finished_before} of "
-            f"{summary.budget} trials done; nothing to run (pass a larger --trials to run more)"
+            f"{summary.budget} trials done; nothing to run (pass a larger --trials to run more)",
+            soft_wrap=True,
         )
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
-    console.print(f"{summary.study_name} in {summary.storage}: {counts or 'no trials'}")
+    console.print(f"{summary.study_name} in {summary.storage}: {counts or 'no trials'}",
+                  soft_wrap=True, highlight=False)
     console.print(trials_table(study, top))
 
 

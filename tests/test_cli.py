@@ -221,3 +221,17 @@ def test_diverging_trial_is_pruned_with_reason(write_study, studies_dir, tmp_pat
     history = trial.user_attrs["history"]
     assert len(history) < 5  # ended at once, not after the remaining epochs
     assert history[-1]["train_loss"] is None  # NaN stored as JSON null
+
+
+@pytest.mark.parametrize("study", ["lr_adam", "lr_sgd", "setup"])
+def test_first_phases_run_on_their_own_from_the_repo_studies(study, tmp_path):
+    """The README's main job: `hpsearch run --study lr_adam` on a fresh storage."""
+    from tests.conftest import REPO
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = invoke("run", "--study", study, "--storage", url, "--set", "epochs=2",
+                    "--studies-dir", str(REPO / "studies"))
+    assert result.exit_code == 0, result.output
+    grid = {"lr_adam": 3, "lr_sgd": 4, "setup": 1}[study]
+    assert len(trials_of(study, url)) == grid
+    assert f"{study} in {url}: " in result.output

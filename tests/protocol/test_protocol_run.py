@@ -133,10 +133,11 @@ def test_phase_without_its_parent_names_the_command(tmp_path):
 def test_from_and_to_select_phases_and_tags_separate_runs(tmp_path):
     url = f"sqlite:///{tmp_path / 'x.db'}"
     outcomes = run_protocol(studies_dir=STUDIES, storage=url, overrides=TINY,
-                            start="setup", stop="lr_adam", tag="small")
-    assert [o.phase for o in outcomes] == ["setup", "lr_sgd", "lr_sgd_refine", "lr_adam"]
-    assert "lr_adam@small" in optuna.get_all_study_names(url)
-    assert load("lr_adam@small", url).user_attrs["inherited"]["from"][0]["study"] == "setup@small"
+                            start="lr_adam", stop="lr_adam_refine", tag="small")
+    assert [o.phase for o in outcomes] == ["lr_adam", "lr_adam_refine"]
+    assert {"lr_adam@small", "lr_adam_refine@small"} <= set(optuna.get_all_study_names(url))
+    inherited = load("lr_adam_refine@small", url).user_attrs["inherited"]["from"]
+    assert inherited[0]["study"] == "lr_adam@small"
     with pytest.raises(UsageError, match="unknown phase `nope`"):
         run_protocol(studies_dir=STUDIES, storage=url, start="nope")
 
