@@ -83,6 +83,8 @@ def print_run_summary(summary: RunSummary, study: optuna.Study, top: int = 10) -
     console.print(f"{summary.study_name} in {summary.storage}: {counts or 'no trials'}",
                   soft_wrap=True, highlight=False)
     console.print(trials_table(study, top))
+    if summary.choice:
+        console.print(f"choice: {summary.choice['reason']}", soft_wrap=True, highlight=False)
 
 
 def trials_table(study: optuna.Study, top: int) -> Table:
