@@ -221,3 +221,19 @@ def test_a_phase_whose_trials_are_all_eliminated_stops_the_protocol(tmp_path):
         "error: phase `lr_sgd`: no trial survived (underfitting x4), so later phases have "
         "nothing to start from; fix: train longer (--set epochs=N) or widen the phase's search "
         "space, then rerun (its budget counts pruned trials: raise it with --trials-scale)")
+
+
+def test_architecture_phase_searches_a_user_models_declared_knobs(tmp_path):
+    @hpsearch.model("declared_mlp", space={"hidden": {"type": "int", "low": 8, "high": 64, "log": True}})
+    def declared_mlp(config, input_shape, num_classes, hidden=32):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, hidden),
+                                   torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes))
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    overrides = {"epochs": 3, "model": "declared_mlp"}
+    run_protocol(studies_dir=STUDIES, storage=url, overrides=overrides, start="lr_adam",
+                 stop="architecture", trials_scale=0.2)
+    trials = load("architecture", url).trials
+    assert trials and all(set(t.params) == {"model_args.hidden"} for t in trials)
+    for trial in trials:
+        assert 8 <= trial.user_attrs["config"]["model_args"]["hidden"] <= 64
