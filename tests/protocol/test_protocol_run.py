@@ -237,3 +237,15 @@ def test_architecture_phase_searches_a_user_models_declared_knobs(tmp_path):
     assert trials and all(set(t.params) == {"model_args.hidden"} for t in trials)
     for trial in trials:
         assert 8 <= trial.user_attrs["config"]["model_args"]["hidden"] <= 64
+
+
+def test_chaining_through_every_storage_backend(storage_url):
+    """Choices and inheritance live in storage: the same chain on SQLite and PostgreSQL."""
+    run_protocol(studies_dir=STUDIES, storage=storage_url, overrides={"epochs": 3},
+                 start="lr_adam", stop="lr_adam_refine")
+    parent = load("lr_adam", storage_url).user_attrs["selection"]
+    child = load("lr_adam_refine", storage_url)
+    assert child.user_attrs["inherited"]["from"] == [
+        {"study": "lr_adam", "trial": parent["trial"], "reason": parent["reason"]}]
+    assert sorted(t.params["lr"] for t in child.trials) == pytest.approx(
+        [parent["config"]["lr"] * f for f in (0.5, 1, 2)])
