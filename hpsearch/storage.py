@@ -23,8 +23,9 @@ STORAGE_ENV = "HPSEARCH_STORAGE"
 # A worker writes a heartbeat every HEARTBEAT_S seconds while a trial runs; a trial whose
 # heartbeat is older than GRACE_S (a killed worker, a lost machine) is marked FAIL by the next
 # worker that starts a trial, so no trial stays RUNNING forever.
-HEARTBEAT_S = 30
-GRACE_S = 120
+# Both can be lowered through the environment (tests, preemptible clusters).
+HEARTBEAT_S = int(os.environ.get("HPSEARCH_HEARTBEAT_S", 30))
+GRACE_S = int(os.environ.get("HPSEARCH_GRACE_S", 120))
 # SQLite allows one writer at a time; parallel workers wait up to this long (s) for the lock.
 SQLITE_LOCK_TIMEOUT_S = 60
 # PostgreSQL: fail fast (s) when the server is unreachable instead of hanging.

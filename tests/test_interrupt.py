@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -52,3 +53,33 @@ def test_interrupt_marks_the_running_trial_failed(write_study, tmp_path, sig):
     ]
     states = [t.state for t in optuna.load_study(study_name="long", storage=url).get_trials()]
     assert states == [TrialState.FAIL]
+
+
+def test_a_killed_workers_trial_is_failed_and_retried_by_the_next_worker(write_study, tmp_path):
+    """SIGKILL leaves no chance to clean up: the heartbeat marks the trial stale, and the next
+    worker fails it and queues its parameters again (storage.py)."""
+    path = write_study("long", LONG.replace("trials: 2", "trials: 1"))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    env = {**os.environ, "HPSEARCH_HEARTBEAT_S": "1", "HPSEARCH_GRACE_S": "2"}
+    slow = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url]
+    process = subprocess.Popen(slow, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for_running_trial(url, process)
+    process.kill()
+    process.wait(timeout=30)
+    time.sleep(3)  # past the grace period: the trial's heartbeat is stale
+    study = optuna.load_study(study_name="long", storage=url)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]  # what a kill leaves
+    # The next worker fails the stale trial, re-queues its parameters and runs the retry.
+    retry = subprocess.Popen(slow, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        states = [t.state for t in optuna.load_study(study_name="long", storage=url).get_trials()]
+        if states[:1] == [TrialState.FAIL] and len(states) == 2:
+            break
+        time.sleep(0.2)
+    retry.send_signal(signal.SIGINT)
+    retry.communicate(timeout=60)
+    trials = optuna.load_study(study_name="long", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]  # stale, then Ctrl-C
+    assert trials[1].params == trials[0].params  # the retry re-ran the lost parameters
+    assert not any(t.state == TrialState.RUNNING for t in trials)
