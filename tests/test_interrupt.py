@@ -72,9 +72,9 @@ def test_a_killed_workers_trial_is_failed_and_retried_by_the_next_worker(write_s
     # The next worker fails the stale trial, re-queues its parameters and runs the retry.
     retry = subprocess.Popen(slow, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        states = [t.state for t in optuna.load_study(study_name="long", storage=url).get_trials()]
-        if states[:1] == [TrialState.FAIL] and len(states) == 2:
+    while time.monotonic() < deadline:  # until the retry is training (not merely queued)
+        trials = optuna.load_study(study_name="long", storage=url).get_trials()
+        if len(trials) == 2 and trials[1].state == TrialState.RUNNING and trials[1].user_attrs.get("history"):
             break
         time.sleep(0.2)
     retry.send_signal(signal.SIGINT)
