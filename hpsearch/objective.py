@@ -9,6 +9,8 @@ user attributes, so curves can be drawn and any run reproduced from storage alon
 from __future__ import annotations
 
 import math
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -27,6 +29,7 @@ ATTR_CONFIG = "config"
 ATTR_HISTORY = "history"
 ATTR_REASON = "reason"  # why a trial was pruned: "diverged" or "pruned at epoch N"
 ATTR_ERROR = "error"  # why a trial failed: "ExceptionType: message"
+ATTR_WORKER = "worker"  # host:pid and device of the worker that ran the trial
 
 
 class TrialCrashed(TrainingError):
@@ -68,6 +71,7 @@ class StudyObjective:
         baseline = bool(trial.user_attrs.get(ATTR_BASELINE))
         config = self.config_for({} if baseline else self.spec.space.suggest(trial))
         trial.set_user_attr(ATTR_CONFIG, config.to_dict())
+        trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()} {self.device}")
         data = load_data(config, self.device)  # cached per worker process
         history: list[dict] = []
         try:

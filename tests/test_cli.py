@@ -51,6 +51,7 @@ def test_run_trains_three_trials_into_storage(tiny, storage_url):
         assert trial.intermediate_values == {1: history[0]["val_acc"], 2: history[1]["val_acc"]}
         assert trial.user_attrs["config"]["lr"] == trial.params["lr"]
         assert trial.user_attrs["config"]["epochs"] == 2
+        assert trial.user_attrs["worker"].endswith(" cpu")
     assert "best trials of tiny" in result.output
 
 
