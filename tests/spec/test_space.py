@@ -13,22 +13,10 @@ from optuna.trial import FixedTrial
 from hpsearch.errors import SpecError
 from hpsearch.spec import SearchSpace, parse_space
 from hpsearch.spec.yaml_loader import load_yaml_text
+from tests.spec.samples import OPTIMIZER_SPACE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-OPTIMIZER_SPACE = """
-optimizer:
-  choices: [sgd, adam, adamw]
-  when:
-    sgd:
-      lr: {type: float, low: 3.0e-3, high: 1.0e-1, log: true}
-      momentum: {type: float, low: 0.8, high: 0.99}
-    adam:
-      lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
-    adamw:
-      lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
-      weight_decay: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
-"""
 
 REGULARIZER_SPACE = """
 regularizer:

@@ -14,28 +14,8 @@ from hpsearch.spec import (
     list_study_files,
     load_study_spec,
 )
+from tests.spec.samples import OPTIMIZER_STUDY
 
-OPTIMIZER_STUDY = """\
-description: Optimizer and its learning rate (PROTOCOL.md phase 4)
-phase: optimizer
-base: {model: mlp, dataset: digits, epochs: 20, batch_size: 300}
-objective: {metric: val_acc, direction: maximize}
-sampler: {name: tpe, seed: 0}
-pruner: {name: median, n_warmup_steps: 5}
-trials: 30
-space:
-  optimizer:
-    choices: [sgd, adam, adamw]
-    when:
-      sgd:
-        lr: {type: float, low: 3.0e-3, high: 1.0e-1, log: true}
-        momentum: {type: float, low: 0.8, high: 0.99}
-      adam:
-        lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
-      adamw:
-        lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
-        weight_decay: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
-"""
 
 OBJECTIVE = "objective: {metric: val_acc}\n"
 SPACE = "space: {lr: {low: 1e-4, high: 1e-1, log: true}}\n"
