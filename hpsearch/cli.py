@@ -15,7 +15,7 @@ import click
 import optuna
 
 from hpsearch import config as config_module
-from hpsearch import console, results, runner
+from hpsearch import console, results, runner, workers
 from hpsearch.protocol import lr_find_study, test_phase
 from hpsearch.protocol import run as protocol_run
 from hpsearch.errors import HpsearchError
@@ -84,17 +84,23 @@ def cli() -> None:
 @data_dir_option
 @click.option("--name", help="Store the run under this study name instead of the file's.")
 @tag_option
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel worker processes sharing the budget.")
+@click.option("--devices", help="Comma-separated devices for the workers, round-robin (e.g. cuda:0,cuda:1).")
 @studies_dir_option
 @reports_errors
-def run(study, trials, storage, settings, device, data_dir, name, tag, studies_dir) -> None:
+def run(study, trials, storage, settings, device, data_dir, name, tag, jobs, devices, studies_dir) -> None:
     """Run (or resume) a study until it has its budget of trials."""
     overrides = _overrides(settings, device, data_dir)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a killed worker cleans up like Ctrl-C
+    common = dict(trials=trials, storage=storage, name=name, studies_dir=studies_dir, tag=tag)
     with console.ProgressObserver() as progress:
-        summary = runner.run_study(
-            study, trials=trials, storage=storage, overrides=overrides, name=name,
-            studies_dir=studies_dir, observer=progress, tag=tag,
-        )
+        if jobs == 1 and not devices:
+            summary = runner.run_study(study, overrides=overrides, observer=progress, **common)
+        else:
+            summary = workers.run_workers(
+                study, jobs=jobs, devices=devices.split(",") if devices else None,
+                overrides=overrides, observer=progress, **common,
+            )
     console.print_run_summary(summary, results.load_study(summary.study_name, storage))
 
 

@@ -52,8 +52,9 @@ def prepare_study(
     overrides: Mapping[str, Any],
     name: str | None = None,
     tag: str | None = None,
+    worker: int = 0,
 ) -> PreparedStudy:
-    """Resolve, validate, then create or resume the stored study."""
+    """Resolve, validate, then create or resume the stored study (`worker`: see workers.py)."""
     stored_name = stored_name_function(tag)
     existing = open_storage(url) if storage_exists(url) else None
     inheritance = inherit(list(spec.inherits), existing, stored_name, where=str(spec.path))
@@ -64,7 +65,7 @@ def prepare_study(
     study = _open_study(spec, name or stored_name(spec.name), open_storage(url), objective)
     spec = _with_recorded_lr_range(spec, study)
     objective.spec = spec
-    study.sampler = _sampler_for(spec, study)
+    study.sampler = _sampler_for(spec, study, worker)
     study.set_user_attr(ATTR_INHERITED, inheritance.to_dict())
     return PreparedStudy(spec, objective, study, inheritance)
 
@@ -167,15 +168,21 @@ def _with_recorded_lr_range(spec: StudySpec, study: optuna.Study) -> StudySpec:
     return spec.with_space(spec.space.replace("lr", raw))
 
 
-def _sampler_for(spec: StudySpec, study: optuna.Study) -> optuna.samplers.BaseSampler:
-    """The study file's sampler, its seed offset by the trials already stored.
+# Seed distance between parallel workers started together (they see the same stored count).
+WORKER_SEED_STRIDE = 100_003
+
+
+def _sampler_for(
+    spec: StudySpec, study: optuna.Study, worker: int = 0
+) -> optuna.samplers.BaseSampler:
+    """The study file's sampler, its seed offset by the trials already stored and the worker.
 
     A resumed (or second) worker seeded like the first would replay the first worker's
-    random draws and duplicate its trials; seed + stored trials keeps runs reproducible
-    without repeats.
+    random draws and duplicate its trials; seed + stored trials (+ a stride per parallel
+    worker) keeps runs reproducible without repeats.
     """
-    stored = len(study.get_trials(deepcopy=False))
-    if stored and spec.sampler.seed is not None:
-        sampler = spec.sampler.model_copy(update={"seed": spec.sampler.seed + stored})
+    offset = len(study.get_trials(deepcopy=False)) + WORKER_SEED_STRIDE * worker
+    if offset and spec.sampler.seed is not None:
+        sampler = spec.sampler.model_copy(update={"seed": spec.sampler.seed + offset})
         spec = spec.model_copy(update={"sampler": sampler})
     return build_sampler(spec)

@@ -72,6 +72,7 @@ def run_study(
     studies_dir: str | Path | None = None,
     observer: RunObserver | None = None,
     tag: str | None = None,
+    worker: int = 0,
 ) -> RunSummary:
     """Run study `study` until it has `trials` COMPLETE or PRUNED trials (default: the file's).
 
@@ -82,7 +83,7 @@ def run_study(
     """
     spec = resolve_spec(study, studies_dir)
     url = resolve_storage_url(storage)
-    prepared = prepare_study(spec, url, overrides or {}, name=name, tag=tag)
+    prepared = prepare_study(spec, url, overrides or {}, name=name, tag=tag, worker=worker)
     spec, optuna_study = prepared.spec, prepared.study
     budget = _budget(spec, trials)
     summary = RunSummary(optuna_study.study_name, mask_url(url), budget, _finished(optuna_study))

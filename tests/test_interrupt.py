@@ -83,3 +83,26 @@ def test_a_killed_workers_trial_is_failed_and_retried_by_the_next_worker(write_s
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]  # stale, then Ctrl-C
     assert trials[1].params == trials[0].params  # the retry re-ran the lost parameters
     assert not any(t.state == TrialState.RUNNING for t in trials)
+
+
+def test_ctrl_c_stops_every_parallel_worker_cleanly(write_study, tmp_path):
+    path = write_study("long", LONG)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    command = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url,
+               "--jobs", "2", "--devices", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # both workers training
+        try:
+            trials = optuna.load_study(study_name="long", storage=url).get_trials()
+        except KeyError:
+            trials = []
+        if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("history")) for t in trials) == 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted; the running trial was marked FAIL")
+    states = [t.state for t in optuna.load_study(study_name="long", storage=url).get_trials()]
+    assert states == [TrialState.FAIL, TrialState.FAIL]
