@@ -6,6 +6,10 @@ The notebook API: everything the CLI does is one call here.
     hpsearch.run_study("lr_adam", trials=3)          # hpsearch run --study lr_adam
     hpsearch.best("lr_adam")                         # hpsearch best --study lr_adam
     hpsearch.trials("lr_adam"); hpsearch.curves("lr_adam")   # pandas DataFrames
+    hpsearch.run_protocol(trials_scale=0.5)          # hpsearch protocol --trials-scale 0.5
+    hpsearch.run_test("scheduler")                   # hpsearch test --study scheduler
+    hpsearch.lr_find_for_study("lr_adam", record=True)   # hpsearch lr-find --record
+    hpsearch.run_workers("optimizer", jobs=4, devices=["cuda:0", "cuda:1"])
 
 Register your own model or data set by name with the decorators `@hpsearch.model("name")`
 and `@hpsearch.dataset("name")`, or name a factory by import path in a study file.
@@ -14,9 +18,13 @@ and `@hpsearch.dataset("name")`, or name a factory by import path in a study fil
 from hpsearch.config import TrainConfig, parse_set_options, resolve_config
 from hpsearch.errors import HpsearchError
 from hpsearch.results import best, curves, load_study, overview, trials
+from hpsearch.protocol.lr_find_study import find_for_study as lr_find_for_study
+from hpsearch.protocol.run import run_protocol
+from hpsearch.protocol.test_phase import run_test
 from hpsearch.runner import RunSummary, run_study
 from hpsearch.spec import StudySpec, load_study_spec
 from hpsearch.train import DataSplits, TensorSplit, dataset, model
+from hpsearch.workers import run_workers
 
 __all__ = [
     "DataSplits",
@@ -30,10 +38,14 @@ __all__ = [
     "dataset",
     "load_study",
     "load_study_spec",
+    "lr_find_for_study",
     "model",
     "overview",
     "parse_set_options",
     "resolve_config",
+    "run_protocol",
     "run_study",
+    "run_test",
+    "run_workers",
     "trials",
 ]
