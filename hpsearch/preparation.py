@@ -62,7 +62,8 @@ def prepare_study(
     spec = _resolved_spec(spec, objective, existing, stored_name)
     objective.spec = spec
     _build_once(spec, objective)
-    study = _open_study(spec, name or stored_name(spec.name), open_storage(url), objective)
+    storage = existing or open_storage(url)  # created only now that the input is valid
+    study = _open_study(spec, name or stored_name(spec.name), storage, objective)
     spec = _with_recorded_lr_range(spec, study)
     objective.spec = spec
     study.sampler = _sampler_for(spec, study, worker)

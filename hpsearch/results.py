@@ -25,9 +25,9 @@ def load_study(name: str, storage: str | None = None) -> optuna.Study:
     """The stored study `name`, or a UsageError saying how to create it."""
     url = resolve_storage_url(storage)
     if storage_exists(url):
-        names = optuna.get_all_study_names(open_storage(url))
-        if name in names:
-            return optuna.load_study(study_name=name, storage=open_storage(url))
+        storage = open_storage(url)
+        if name in optuna.get_all_study_names(storage):
+            return optuna.load_study(study_name=name, storage=storage)
     raise UsageError(
         f"no study `{name}` in {mask_url(url)}; fix: run `hpsearch run --study {name}` first, "
         "or pass the --storage that holds it"

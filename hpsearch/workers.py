@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import optuna
 
 from hpsearch.errors import HpsearchError, TrainingError, UsageError
+from hpsearch.results import load_study
 from hpsearch.runner import RunObserver, RunSummary, resolve_spec, run_study
 
 POLL_S = 1.0  # how often (s) the parent reads the study's progress from storage
@@ -90,7 +91,7 @@ def _watch(processes, first: RunSummary, observer, storage, budget) -> None:
         if observer is None:
             continue
         if study is None:
-            study = _load(first.study_name, storage)
+            study = load_study(first.study_name, storage)
             observer.on_start(study, budget, first.finished_before)
         observer.on_trial(study, None)
 
@@ -133,8 +134,3 @@ def _summary(study, run_kwargs, overrides, results: list[WorkerResult]) -> RunSu
     summary.new_trials = sorted(n for r in results for n in r.new_trials)
     return summary
 
-
-def _load(name: str, storage: str | None) -> optuna.Study:
-    from hpsearch.results import load_study
-
-    return load_study(name, storage)

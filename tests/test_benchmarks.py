@@ -43,3 +43,11 @@ def test_search_quality_quick_run_compares_three_arms_at_equal_epochs(tmp_path, 
     results = json.loads(out.read_text())["results"]
     assert {r["arm"] for r in results} == {"untuned", "protocol", "flat"}
     assert all(0.0 < r["test_acc"] <= 1.0 and r["wall_s"] > 0 for r in results)
+
+
+def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):
+    load_benchmark("trial_overhead").main(["--epochs", "2", "--trials", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("train() alone") and lines[1].endswith("s/trial")
+    assert lines[2].startswith("run_study (Optuna, storage)")
+    assert lines[3].startswith("overhead: ")

@@ -236,3 +236,15 @@ def test_first_phases_run_on_their_own_from_the_repo_studies(study, tmp_path):
     grid = {"lr_adam": 3, "lr_sgd": 4, "setup": 1}[study]
     assert len(trials_of(study, url)) == grid
     assert f"{study} in {url}: " in result.output
+
+
+def test_pruned_trial_keeps_its_reason_and_curve(write_study, studies_dir, tmp_path):
+    write_study("strict", TINY.replace("pruner: {name: none}", "pruner: {name: threshold, lower: 1.01}")
+                .replace("epochs: 2", "epochs: 4"))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = invoke("run", "--study", "strict", "--storage", url, "--studies-dir", str(studies_dir))
+    assert result.exit_code == 0, result.output
+    for trial in trials_of("strict", url):  # no accuracy reaches 1.01: pruned after epoch 1
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs["reason"] == "pruned at epoch 1"
+        assert [r["epoch"] for r in trial.user_attrs["history"]] == [1]

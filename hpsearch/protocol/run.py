@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 from hpsearch.errors import HpsearchError, UsageError
 from hpsearch.preparation import stored_name_function
 from hpsearch.protocol.test_phase import ATTR_TEST, run_test
+from hpsearch.results import load_study
 from hpsearch.runner import RunObserver, RunSummary, run_study
 from hpsearch.spec import StudySpec, find_study_file, load_study_spec
 
@@ -99,8 +100,6 @@ class NoChoice(HpsearchError):
 
 
 def _no_choice_message(phase: str, summary: RunSummary, storage: str | None) -> str:
-    from hpsearch.results import load_study
-
     trials = load_study(summary.study_name, storage).get_trials(deepcopy=False)
     reasons = Counter(t.user_attrs.get("reason") or t.state.name.lower() for t in trials)
     listed = ", ".join(f"{reason} x{count}" for reason, count in reasons.most_common())
@@ -123,15 +122,9 @@ def _test_phase(spec: StudySpec, storage, overrides, tag) -> PhaseOutcome:
         raise UsageError(f"{spec.path}: inherits: the test phase must name the study to test")
     target = stored_name_function(tag)(spec.inherits[-1])
     runtime = {k: v for k, v in overrides.items() if k in ("device", "data_dir")}
-    try:
-        result = run_test(target, storage, overrides=runtime)
-        status = "tested"
-    except UsageError as err:
-        if "already tested" not in str(err):
-            raise
-        from hpsearch.results import load_study
-
-        result, status = load_study(target, storage).user_attrs[ATTR_TEST], "done"
+    done = load_study(target, storage).user_attrs.get(ATTR_TEST)  # the test set is used once
+    result = done or run_test(target, storage, overrides=runtime)
+    status = "done" if done else "tested"
     line = (
         f"test accuracy {result['test_acc']:.4f} (loss {result['test_loss']:.4f}) of "
         f"{target}'s choice, evaluated once"

@@ -249,3 +249,11 @@ def test_chaining_through_every_storage_backend(storage_url):
         {"study": "lr_adam", "trial": parent["trial"], "reason": parent["reason"]}]
     assert sorted(t.params["lr"] for t in child.trials) == pytest.approx(
         [parent["config"]["lr"] * f for f in (0.5, 1, 2)])
+
+
+def test_test_phase_must_name_what_it_tests(write_study, studies_dir, tmp_path):
+    write_study("test", "phase: test\nobjective: {metric: best_val_acc}\nspace: {}\n")
+    with pytest.raises(UsageError) as caught:
+        run_protocol(studies_dir=studies_dir, storage=f"sqlite:///{tmp_path / 'x.db'}", start="test")
+    assert str(caught.value) == (
+        f"{studies_dir / 'test.yaml'}: inherits: the test phase must name the study to test")

@@ -1,0 +1,76 @@
+"""Per-trial overhead of running through Optuna storage vs calling the training loop alone.
+
+Same configuration, same process, side by side: N bare `train()` calls, then N trials of a
+study run by `run_study` into a fresh SQLite file (median pruner: a report and a pruning
+check every epoch, the history and criteria stored with each trial). Prints seconds per
+trial for both and the ratio.
+
+    python benchmarks/trial_overhead.py [--epochs 20] [--trials 10] [--dataset digits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import torch
+
+from hpsearch.config import resolve_config
+from hpsearch.runner import run_study
+from hpsearch.train import load_data, resolve_device, train
+
+STUDY = """\
+base: {{dataset: {dataset}, epochs: {epochs}, data_dir: {data_dir}}}
+objective: {{metric: val_acc}}
+sampler: {{name: random, seed: 0}}
+pruner: {{name: median, n_startup_trials: 1000}}   # checks every epoch, never prunes
+space:
+  lr: {{type: float, low: 1.0e-3, high: 1.0e-3}}
+"""
+
+
+def bare_seconds(settings: dict, trials: int) -> float:
+    config = resolve_config(("benchmark", settings))
+    device = resolve_device(config.device)
+    data = load_data(config, device)
+    train(config, data, device)  # warm-up: torch's first optimizer step
+    start = time.perf_counter()
+    for _ in range(trials):
+        train(config, data, device)
+    return (time.perf_counter() - start) / trials
+
+
+def study_seconds(settings: dict, trials: int, folder: Path) -> float:
+    path = folder / "overhead.yaml"
+    path.write_text(STUDY.format(**settings))
+    url = f"sqlite:///{folder / 'overhead.db'}"
+    run_study(path, trials=1, storage=url)  # warm-up and study creation
+    start = time.perf_counter()
+    run_study(path, trials=trials + 1, storage=url)
+    return (time.perf_counter() - start) / trials
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--data-dir", default="../shared/data")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(1)  # both arms alike, and steadier on a shared machine
+    settings = {"dataset": args.dataset, "epochs": args.epochs, "data_dir": args.data_dir}
+    bare = bare_seconds(settings, args.trials)
+    with tempfile.TemporaryDirectory() as folder:
+        hpsearch = study_seconds(settings, args.trials, Path(folder))
+    print(f"{args.dataset}, {args.epochs} epochs a trial, {args.trials} trials, CPU, SQLite")
+    print(f"{'train() alone':<28}{bare:>8.3f} s/trial")
+    print(f"{'run_study (Optuna, storage)':<28}{hpsearch:>8.3f} s/trial")
+    print(f"overhead: {hpsearch / bare - 1:+.0%}")
+
+
+if __name__ == "__main__":
+    main()
