@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from hpsearch.config import TrainConfig
-from hpsearch.train.data import data_root, default_data_dir, split_indices
+from hpsearch.train.data import cache_dir, data_root, split_indices
 from hpsearch.train.sources import BUILTIN_DATASETS, read_builtin
 from hpsearch.train.splits import DataSplits, Split, TensorSplit
 
@@ -125,7 +125,7 @@ def check_disjoint(
 
 def _index_split(data: DataSplits, config: TrainConfig) -> tuple[bool, str]:
     """(disjoint, sentence) for the indices a built-in data set's splits were carved with."""
-    official = read_builtin(config.dataset, data_root(config), cache=default_data_dir())
+    official = read_builtin(config.dataset, data_root(config), cache=cache_dir())
     n = len(official.train_y)
     train_idx, val_idx = split_indices(n, config)
     if (len(train_idx), len(val_idx)) != (len(data.train), len(data.val)):

@@ -1,9 +1,10 @@
 """Reading the built-in data sets from disk into whole uint8 tensors, once per process.
 
 `digits` is bundled with scikit-learn. `mnist`, `fashion_mnist` and `cifar10` are read by
-torchvision from a data folder; a read-only folder holding only the archives (like a shared
-`data/` folder of `.gz` files) works too: the archives are copied into a writable cache folder
-where torchvision may extract them.
+torchvision from a data folder. hpsearch never writes into the user's data folder (often a
+shared one): a data set already extracted there is read in place; archives found there are
+copied into the cache folder hpsearch owns, where torchvision extracts them; downloads go to
+the cache too. Only when the data folder *is* the cache does work happen in it.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ _RAW_CACHE: dict[tuple[str, str], RawData] = {}
 def read_builtin(name: str, root: Path, cache: Path) -> RawData:
     """The whole data set `name`, read once per process (reading files is the slow part).
 
-    `root` is the data folder asked for; `cache` a writable folder used when `root` is not.
+    `root` is the user's data folder, only ever read; `cache` the folder hpsearch owns, where
+    archives are copied, extracted and downloaded (it may be `root` itself).
     """
     key = (name, "" if name == "digits" else str(root))
     if key not in _RAW_CACHE:
@@ -108,27 +110,30 @@ def _open_torchvision(name: str, root: Path, cache: Path):
 
     source = TORCHVISION_SOURCES[name]
     cls = getattr(torchvision.datasets, source.cls_name)
-    with _folder_lock(cache):  # worker processes starting together must not extract at once
+    # Worker processes starting together must not extract at once. The lock file lives in
+    # the cache, never in the user's folder.
+    with _folder_lock(cache):
         return _open_or_fetch(name, cls, source, root, cache)
 
 
 def _open_or_fetch(name: str, cls, source: _Source, root: Path, cache: Path):
-    for folder in dict.fromkeys([root, cache]):  # already extracted: read in place
+    for folder in dict.fromkeys([root, cache]):  # already extracted: read in place, read only
         opened = _try_open(cls, folder)
         if opened is not None:
             return opened
-    work = root if _writable(root / source.folder) else cache
-    if work != root:
-        _copy_archives(source, root, work)
-    if os.environ.get(NO_DOWNLOAD_ENV) == "1" and not _has_archives(source, work):
-        raise DataError(missing_message(name, root, f"download skipped: {NO_DOWNLOAD_ENV}=1"))
+    if root.resolve() != cache.resolve():
+        _copy_archives(source, root, cache)  # the user's folder stays untouched
+    missing = _missing_archives(source, cache)  # absent from both folders: the user must add
+    if os.environ.get(NO_DOWNLOAD_ENV) == "1" and missing:
+        why = f"download skipped: {NO_DOWNLOAD_ENV}=1"
+        raise DataError(missing_message(name, root, why, missing))
     try:
         # torchvision reports progress on stdout; keep stdout clean for the CLI's own output.
         with contextlib.redirect_stdout(sys.stderr):
-            return _both_splits(cls, work, download=True)
+            return _both_splits(cls, cache, download=True)
     except Exception as exc:  # no network, a bad archive, a full disk...
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        raise DataError(missing_message(name, root, f"download failed: {detail}")) from exc
+        raise DataError(missing_message(name, root, f"download failed: {detail}", missing)) from exc
 
 
 def _try_open(cls, folder: Path):
@@ -143,11 +148,15 @@ def _both_splits(cls, folder: Path, download: bool):
     return tuple(cls(str(folder), train=split, download=download) for split in (True, False))
 
 
-def missing_message(name: str, root: Path, why: str) -> str:
-    """One line: where the data set was looked for, why it is missing and which files to add."""
+def missing_message(name: str, root: Path, why: str, missing: tuple[str, ...] = ()) -> str:
+    """One line: where the data set was looked for, why it is missing and which files to add.
+
+    `missing`: the archives absent; none given (or none absent, e.g. a corrupt archive that
+    failed its checksum) names them all.
+    """
     source = TORCHVISION_SOURCES[name]
     folder = root / source.folder if source.folder else root
-    files = ", ".join(source.files)
+    files = ", ".join(missing or source.files)
     alternative = f" (or the extracted {source.extracted} folder)" if source.extracted else ""
     return (
         f"{name}: data set not found in {folder} ({why}); fix: put {files}{alternative} there, "
@@ -155,13 +164,13 @@ def missing_message(name: str, root: Path, why: str) -> str:
     )
 
 
-def _has_archives(source: _Source, folder: Path) -> bool:
-    return all((folder / source.folder / f).is_file() for f in source.files)
+def _missing_archives(source: _Source, folder: Path) -> tuple[str, ...]:
+    return tuple(f for f in source.files if not (folder / source.folder / f).is_file())
 
 
-def _copy_archives(source: _Source, root: Path, work: Path) -> None:
-    """Copy the archives found in `root` into `work`, where torchvision may extract them."""
-    target = work / source.folder
+def _copy_archives(source: _Source, root: Path, cache: Path) -> None:
+    """Copy the archives found in `root` into `cache`, where torchvision may extract them."""
+    target = cache / source.folder
     for file in source.files:
         src, dst = root / source.folder / file, target / file
         if src.is_file() and not dst.is_file():
@@ -173,7 +182,7 @@ def _copy_archives(source: _Source, root: Path, work: Path) -> None:
 
 @contextlib.contextmanager
 def _folder_lock(folder: Path):
-    """An exclusive lock on `folder` across processes, where the platform and folder allow."""
+    """An exclusive lock on `folder` (always the cache) across processes, where possible."""
     try:
         import fcntl
 
@@ -185,17 +194,3 @@ def _folder_lock(folder: Path):
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
-
-
-def _writable(folder: Path) -> bool:
-    """True when `folder` exists and is writable, or could be created.
-
-    A folder without any write permission bit counts as read-only even for root, who may
-    write anywhere: a shared data folder marked read-only must stay untouched.
-    """
-    for candidate in (folder, *folder.parents):
-        if candidate.exists():
-            marked_writable = candidate.stat().st_mode & 0o222
-            allowed = os.access(candidate, os.W_OK | os.X_OK)
-            return candidate.is_dir() and bool(marked_writable) and allowed
-    return False

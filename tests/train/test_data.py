@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +16,7 @@ from hpsearch.errors import ConfigError, DataError
 from hpsearch.train import DataSplits, TensorSplit, default_data_dir, load_data
 from hpsearch.train import data as data_module
 from hpsearch.train import sources
-from hpsearch.train.data import split_indices
+from hpsearch.train.data import cache_dir, split_indices
 
 CPU = torch.device("cpu")
 DIGITS_OFFICIAL_TRAIN = 1797 - 359  # 20% held out once as digits' test split
@@ -91,24 +94,122 @@ def test_bad_fractions_are_one_line_errors(changes, message):
     assert str(error.value) == message
 
 
-def test_mnist_from_a_read_only_folder_of_gz_files(shared_data_dir, monkeypatch, tmp_path):
-    monkeypatch.setattr(sources, "_RAW_CACHE", {})  # read the files, even if another test did
+def _read_files_again(monkeypatch) -> None:
+    """Empty the per-process caches, so the test really reads the files."""
+    monkeypatch.setattr(sources, "_RAW_CACHE", {})
     monkeypatch.setattr(data_module, "_SPLIT_CACHE", type(data_module._SPLIT_CACHE)())
-    monkeypatch.chdir(tmp_path)  # the writable cache: ./storage/data
-    shared_raw = shared_data_dir / "MNIST" / "raw"
-    before = sorted(p.name for p in shared_raw.iterdir())
-    config = TrainConfig(dataset="mnist", data_dir=str(shared_data_dir),
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of `folder` and of everything under it: equal listings, nothing written.
+
+    Compared before and after, not relied on permission errors: root may write anywhere.
+    """
+    paths = [folder, *sorted(folder.rglob("*"))]
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in paths}
+
+
+def _reference_mnist(data_dir: Path | None) -> DataSplits:
+    config = TrainConfig(dataset="mnist", data_dir=None if data_dir is None else str(data_dir),
                          train_fraction=0.05, val_fraction=0.95)
-    splits = load_data(config, CPU)
+    return load_data(config, CPU)
+
+
+def _assert_full_mnist(splits: DataSplits) -> None:
     assert (len(splits.train), len(splits.val), len(splits.test)) == (3000, 57000, 10000)
     assert splits.input_shape == (1, 28, 28) and splits.num_classes == 10
     assert splits.train.x.shape == (3000, 1, 28, 28)
     for split in (splits.train, splits.val, splits.test):
         assert split.y.min().item() == 0 and split.y.max().item() == 9
-    # Only .gz files there: they were extracted in the writable cache, not the shared folder.
-    if not (shared_raw / "train-images-idx3-ubyte").exists():
-        assert (tmp_path / "storage" / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
-    assert sorted(p.name for p in shared_raw.iterdir()) == before
+
+
+EXTRACTED = Path("MNIST") / "raw" / "train-images-idx3-ubyte"
+
+
+@pytest.mark.parametrize("copy", ["readonly_mnist_dir", "mnist_gz_copy"])
+def test_mnist_gz_files_are_extracted_in_the_cache_never_in_the_data_folder(
+    copy, request, monkeypatch, tmp_path
+):
+    data_dir = request.getfixturevalue(copy)  # read-only or writable: the same rule
+    _read_files_again(monkeypatch)
+    before = _listing(data_dir)
+    _assert_full_mnist(_reference_mnist(data_dir))
+    assert _listing(data_dir) == before  # no extracted file, no lock file, no partial copy
+    assert (tmp_path / "storage" / "data" / EXTRACTED).is_file()  # cache_dir(): ./storage/data
+
+
+def test_cache_dir_env_moves_the_cache(readonly_mnist_dir, monkeypatch, tmp_path):
+    _read_files_again(monkeypatch)
+    monkeypatch.setenv(data_module.CACHE_DIR_ENV, str(tmp_path / "my-cache"))
+    assert cache_dir() == (tmp_path / "my-cache").resolve()
+    before = _listing(readonly_mnist_dir)
+    _assert_full_mnist(_reference_mnist(readonly_mnist_dir))
+    assert _listing(readonly_mnist_dir) == before
+    assert (tmp_path / "my-cache" / EXTRACTED).is_file()
+    assert not (tmp_path / "storage").exists()
+
+
+def test_cache_dir_defaults_to_storage_data(tmp_path):
+    assert cache_dir() == (tmp_path / "storage" / "data").resolve() == default_data_dir().resolve()
+
+
+def test_extracted_mnist_is_read_in_place_and_left_untouched(mnist_gz_copy, monkeypatch, tmp_path):
+    raw = mnist_gz_copy / "MNIST" / "raw"
+    for archive in raw.glob("*.gz"):  # `gunzip -k`: the archives stay next to the files
+        with gzip.open(archive) as packed:
+            archive.with_suffix("").write_bytes(packed.read())
+    _read_files_again(monkeypatch)
+    before = _listing(mnist_gz_copy)
+    _assert_full_mnist(_reference_mnist(mnist_gz_copy))
+    assert _listing(mnist_gz_copy) == before
+    assert not (tmp_path / "storage" / "data" / "MNIST").exists()  # nothing copied to the cache
+
+
+def test_without_a_data_dir_the_cache_is_the_data_folder(mnist_gz_copy, monkeypatch, tmp_path):
+    cache_raw = tmp_path / "storage" / "data" / "MNIST" / "raw"
+    shutil.copytree(mnist_gz_copy / "MNIST" / "raw", cache_raw)
+    _read_files_again(monkeypatch)
+    _assert_full_mnist(_reference_mnist(None))
+    assert (tmp_path / "storage" / "data" / EXTRACTED).is_file()  # extracted next to the .gz
+
+
+@pytest.mark.parametrize(
+    "absent",
+    [("t10k-labels-idx1-ubyte.gz",), ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")],
+)
+def test_missing_archives_are_named_alone(absent, mnist_gz_copy, monkeypatch):
+    raw = mnist_gz_copy / "MNIST" / "raw"
+    for name in absent:
+        (raw / name).unlink()
+    monkeypatch.setenv(sources.NO_DOWNLOAD_ENV, "1")
+    _read_files_again(monkeypatch)
+    before = _listing(mnist_gz_copy)
+    with pytest.raises(DataError) as error:
+        _reference_mnist(mnist_gz_copy)
+    assert str(error.value) == (
+        f"mnist: data set not found in {raw} (download skipped: HPSEARCH_NO_DOWNLOAD=1); "
+        f"fix: put {', '.join(absent)} there, or pass --data-dir / set HPSEARCH_DATA_DIR"
+    )
+    assert _listing(mnist_gz_copy) == before
+
+
+def test_failed_download_names_only_the_missing_archive(mnist_gz_copy, monkeypatch):
+    import torchvision.datasets
+
+    def offline(self):
+        raise RuntimeError("Error downloading t10k-images-idx3-ubyte.gz: no network")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    raw = mnist_gz_copy / "MNIST" / "raw"
+    (raw / "t10k-images-idx3-ubyte.gz").unlink()
+    _read_files_again(monkeypatch)
+    with pytest.raises(DataError) as error:
+        _reference_mnist(mnist_gz_copy)
+    assert str(error.value) == (
+        f"mnist: data set not found in {raw} (download failed: RuntimeError: Error downloading "
+        f"t10k-images-idx3-ubyte.gz: no network); fix: put t10k-images-idx3-ubyte.gz there, "
+        f"or pass --data-dir / set HPSEARCH_DATA_DIR"
+    )
 
 
 def test_missing_data_set_says_which_files_to_put_where(tmp_path, monkeypatch):
