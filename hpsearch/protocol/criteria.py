@@ -2,7 +2,9 @@
 
 A history is the training loop's list of records, one per epoch, in order: ``{"epoch"
 (1-based), "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"}``,
-accuracies in 0..1. Seeds are cited in brackets. Shared conventions:
+accuracies in 0..1. Regression tasks (MSE/L1 losses) and user training hooks report no
+accuracy: their records lack ``train_acc``/``val_acc`` (or a hook reports None), and may carry
+extra keys. Seeds are cited in brackets. Shared conventions:
 
 - Nothing raises on NaN/inf (a diverged run) or a short history. Losses to minimise give
   ``inf`` when a value read is not finite (a diverged trial ranks last); undefined values
@@ -12,6 +14,11 @@ accuracies in 0..1. Seeds are cited in brackets. Shared conventions:
 - Relative changes of the train loss are taken against ``max(loss, noise_floor * initial
   loss)``: jitter of a loss converged near zero is large relative to itself but invisible on
   the curve a person reads; it is not saw-teeth, a rise or a descent.
+- The protocol states its validation criteria in accuracy [000]. A history with a finite
+  ``val_acc`` in any epoch is judged on accuracy, exactly as for classification; one without
+  (`has_accuracy` False) on the validation loss instead: the peak is the lowest val loss (the
+  model a checkpoint keeps), the gap, stability and convergence are read off the loss. A
+  missing or None value is an epoch that did not report the key, never an error.
 """
 
 from __future__ import annotations
@@ -25,6 +32,14 @@ History = Sequence[Mapping[str, float]]
 
 _TINY = 1e-12  # guards divisions when a loss is exactly 0
 
+# Train accuracy "much above" validation accuracy means overfitting [003]: 5 points.
+OVERFIT_ACC_GAP = 0.05
+# Without accuracy, the relative loss gap (val - train) / val that counts as overfitting. No
+# source gives a loss threshold; this is hpsearch's choice: the train loss is averaged in train
+# mode (dropout on, weights still moving) and the val loss in eval mode, so a few % of gap is
+# noise, not overfitting, and must not send a run into the regularization phase [000, 003].
+OVERFIT_LOSS_GAP = 0.2
+
 
 def _series(history: History, key: str) -> list[float]:
     """The values of `key`, one per epoch, as floats (NaN where missing or unreadable)."""
@@ -35,6 +50,15 @@ def _series(history: History, key: str) -> list[float]:
         except (TypeError, ValueError):
             values.append(math.nan)
     return values
+
+
+def _reported(history: History, key: str) -> list[float | None]:
+    """Like `_series`, but None where an epoch did not report `key` (absent or None).
+
+    Tells a user hook's "not measured this epoch" from a measured NaN (a diverged run).
+    """
+    return [None if record.get(key) is None else value
+            for record, value in zip(history, _series(history, key))]
 
 
 def _all_finite(values: Sequence[float]) -> bool:
@@ -170,7 +194,10 @@ def plateaus_too_early(
     The plateau epoch is the first after which the train loss never falls more than
     `flat_tolerance` (relative) below its value there. Too early: within the first
     `early_fraction` of the epochs, while the final train accuracy is below `max_train_acc`
-    (the train set is not fit). Needs 3 epochs; a NaN final train accuracy gives False.
+    (the train set is not fit). Needs 3 epochs; a NaN final train accuracy gives False, and so
+    does a history without accuracy: a loss has no scale that tells a fit train set from a
+    stuck one, and an elimination needs evidence (`underfits` still catches a loss that barely
+    moves).
     """
     losses = _shaped_losses(history)
     if losses is None or len(losses) < 3:
@@ -232,12 +259,28 @@ def lr_verdict(history: History, **thresholds: float) -> str | None:
     return None
 
 
+def has_accuracy(history: History) -> bool:
+    """Whether any epoch has a finite val accuracy: validation is then judged on accuracy.
+
+    False for regression tasks and hooks that report no accuracy; the validation criteria then
+    fall back to the val loss (module docstring).
+    """
+    return any(math.isfinite(accuracy) for accuracy in _series(history, "val_acc"))
+
+
 def _peak_index(history: History) -> int | None:
-    """Index of the first epoch with the highest finite val accuracy; None if there is none."""
-    accuracies = _series(history, "val_acc")
+    """Index of the peak epoch (the first, on ties); None if there is none.
+
+    The highest finite val accuracy if the history has one; else the lowest finite val loss,
+    the model a checkpoint keeps when there is no accuracy to keep the best of.
+    """
+    if has_accuracy(history):
+        values, better = _series(history, "val_acc"), lambda a, b: a > b
+    else:
+        values, better = _series(history, "val_loss"), lambda a, b: a < b
     best = None
-    for index, accuracy in enumerate(accuracies):
-        if math.isfinite(accuracy) and (best is None or accuracy > accuracies[best]):
+    for index, value in enumerate(values):
+        if math.isfinite(value) and (best is None or better(value, values[best])):
             best = index
     return best
 
@@ -256,66 +299,111 @@ def _epoch_of(history: History, index: int) -> int:
 
 
 def peak_val_acc(history: History) -> float:
-    """The peak validation accuracy, phases 3-4 criterion 1 [000]; NaN if none is finite."""
-    return _at_peak(history, "val_acc")
+    """The peak validation accuracy, phases 3-4 criterion 1 [000]; NaN if none is finite.
+
+    NaN without accuracy (a regression task): the loss-based peak has no accuracy to report.
+    """
+    return _at_peak(history, "val_acc") if has_accuracy(history) else math.nan
 
 
 def peak_epoch(history: History) -> int | None:
-    """The 1-based epoch of the peak val accuracy (the first, on ties); None if undefined."""
+    """The 1-based epoch of the peak (the first, on ties); None if undefined.
+
+    The peak val accuracy; without accuracy, the lowest val loss.
+    """
     index = _peak_index(history)
     return None if index is None else _epoch_of(history, index)
 
 
 def val_loss_at_peak(history: History) -> float:
-    """The val loss at the peak epoch, phase 3 criterion 2 [000]; NaN if undefined."""
+    """The val loss at the peak epoch, phase 3 criterion 2 [000]; NaN if undefined.
+
+    Without accuracy the peak is the lowest val loss, so this is that lowest val loss.
+    """
     return _at_peak(history, "val_loss")
 
 
 def overfitting_gap(history: History) -> float:
-    """train_acc - val_acc at the peak epoch, in accuracy units (0..1); NaN if undefined.
+    """The generalization gap at the peak epoch, in accuracy units or relative; NaN if undefined.
 
+    With accuracy: train_acc - val_acc (0..1), NaN if the peak epoch has no train accuracy.
+    Without: the relative loss gap (val_loss - train_loss) / |val_loss|, unitless like an
+    accuracy gap so that one threshold holds whatever the loss's scale (an MSE in m² or in
+    mm²); the denominator is kept away from 0 by 1e-12.
     At the peak, because that is the model a checkpoint keeps and phase 3 compares; the final
     gap only grows with extra epochs. Well above 0 = overfitting, add regularization; below 0
     (train under validation) = underfitting, weaken it [003].
     """
-    return _at_peak(history, "train_acc") - _at_peak(history, "val_acc")
+    if has_accuracy(history):
+        return _at_peak(history, "train_acc") - _at_peak(history, "val_acc")
+    val_loss, train_loss = _at_peak(history, "val_loss"), _at_peak(history, "train_loss")
+    return (val_loss - train_loss) / max(abs(val_loss), _TINY)
 
 
-def overfits(history: History, gap: float = 0.05) -> bool:
-    """Whether train accuracy is "much above" validation [003]: a gap over 5 points at the peak.
+def overfits(history: History, gap: float | None = None) -> bool:
+    """Whether train is "much above" validation at the peak [003]: regularization comes in [000].
 
-    Regularization comes in only then [000]. An undefined gap gives False.
+    The gap must exceed `gap`; by default `OVERFIT_ACC_GAP` (5 accuracy points [003]) with
+    accuracy, `OVERFIT_LOSS_GAP` (a relative loss gap of 20%, hpsearch's choice) without. An
+    undefined gap gives False.
     """
+    if gap is None:
+        gap = OVERFIT_ACC_GAP if has_accuracy(history) else OVERFIT_LOSS_GAP
     return overfitting_gap(history) > gap
 
 
-def stability(history: History, key: str = "val_acc", skip: int = 3) -> float:
+def stability(history: History, key: str | None = None, skip: int = 3) -> float:
     """Roughness of a curve, lower is stabler: mean |second difference| after `skip` epochs.
 
     Phases 3-4 break ties on curve stability [000]. The second difference ``v[t+1] - 2 v[t] +
-    v[t-1]`` ignores a steady trend and measures the zig-zag, in the key's units per epoch²
-    (accuracy for val_acc). The first epochs, the fast rise from chance, bend by learning, not
-    noise: they are skipped (fewer in a short history). NaN under 3 epochs; inf if not finite.
+    v[t-1]`` ignores a steady trend and measures the zig-zag, in the key's units per epoch²:
+    accuracy (0..1) for val_acc, the loss's own units for val_loss. `key` defaults to val_acc
+    when the history has accuracy, else val_loss. The first epochs, the fast rise from chance,
+    bend by learning, not noise: they are skipped (fewer in a short history). Only triples of
+    consecutive epochs that all report the key count (a hook may skip some epochs). NaN under
+    3 epochs or with no such triple; inf if a reported value is not finite.
     """
-    values = _series(history, key)
+    if key is None:
+        key = "val_acc" if has_accuracy(history) else "val_loss"
+    values = _reported(history, key)
     window = values[min(skip, max(0, len(values) - 3)) :]
     if len(window) < 3:
         return math.nan
-    if not _all_finite(window):
+    if not _all_finite([value for value in window if value is not None]):
         return math.inf
-    return _mean([abs(a - 2 * b + c) for a, b, c in zip(window, window[1:], window[2:])])
+    bends = [
+        abs(a - 2 * b + c)
+        for a, b, c in zip(window, window[1:], window[2:])
+        if a is not None and b is not None and c is not None
+    ]
+    return _mean(bends) if bends else math.nan
 
 
 def convergence_epochs(history: History, fraction: float = 0.95) -> int | None:
-    """The first epoch whose val accuracy reaches `fraction` of the peak; None if undefined.
+    """The first epoch that has arrived at `fraction` of the way to the peak; None if undefined.
 
-    Convergence speed, the BatchNorm criterion 2 [000]; 95% of the peak counts as arrived.
+    Convergence speed, the BatchNorm criterion 2 [000]; 95% counts as arrived. With accuracy:
+    the first val accuracy >= `fraction` * the peak. Without: the first val loss that has made
+    `fraction` of its total fall, (first - loss) >= `fraction` * (first - lowest), with
+    ``first`` the first finite val loss; that epoch itself if the loss never fell (the fall is
+    0, nothing left to converge). The loss needs the fall, not a fraction of the minimum: a
+    loss has no zero point to scale by (an MSE falls towards the noise level, not 0).
     """
-    peak = peak_val_acc(history)
-    if math.isnan(peak):
-        return None
-    reached = (i for i, acc in enumerate(_series(history, "val_acc")) if acc >= fraction * peak)
-    index = next(reached, None)  # None only for a fraction above 1
+    if has_accuracy(history):
+        peak = peak_val_acc(history)
+        values = _series(history, "val_acc")
+        arrived = [value >= fraction * peak for value in values]
+    else:
+        values = _series(history, "val_loss")
+        finite = [value for value in values if math.isfinite(value)]
+        if not finite:
+            return None
+        first, lowest = finite[0], min(finite)
+        arrived = [
+            math.isfinite(value) and first - value >= fraction * (first - lowest)
+            for value in values
+        ]
+    index = next((i for i, done in enumerate(arrived) if done), None)  # None: fraction above 1
     return None if index is None else _epoch_of(history, index)
 
 
