@@ -12,7 +12,9 @@ The notebook API: everything the CLI does is one call here.
     hpsearch.run_workers("optimizer", jobs=4, devices=["cuda:0", "cuda:1"])
 
 Register your own model or data set by name with the decorators `@hpsearch.model("name")`
-and `@hpsearch.dataset("name")`, or name a factory by import path in a study file.
+and `@hpsearch.dataset("name")`, or name a factory by import path in a study file;
+`@hpsearch.declare(space=..., honours=[...])` says which knobs it has and which settings it
+reads.
 """
 
 from hpsearch.config import TrainConfig, parse_set_options, resolve_config
@@ -23,7 +25,7 @@ from hpsearch.protocol.run import run_protocol
 from hpsearch.protocol.test_phase import run_test
 from hpsearch.runner import RunSummary, run_study
 from hpsearch.spec import StudySpec, load_study_spec
-from hpsearch.train import DataSplits, TensorSplit, dataset, model
+from hpsearch.train import DataSplits, TensorSplit, dataset, declare, model
 from hpsearch.workers import run_workers
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "best",
     "curves",
     "dataset",
+    "declare",
     "load_study",
     "load_study_spec",
     "lr_find_for_study",

@@ -7,8 +7,10 @@ Ctrl-C exits 130 after the running trial has been marked FAIL.
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
+import traceback
 import warnings
 
 import click
@@ -22,9 +24,13 @@ from hpsearch.errors import HpsearchError
 from hpsearch.storage import STORAGE_ENV
 
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+DEBUG_ENV = "HPSEARCH_DEBUG"  # 1: show the whole traceback behind an error line
 
 STORAGE_HELP = f"Storage URL (default: ${STORAGE_ENV}, else sqlite:///storage/hpsearch.db)."
-STUDIES_DIR_HELP = "Folder of study files (default: $HPSEARCH_STUDIES_DIR, else ./studies)."
+STUDIES_DIR_HELP = (
+    "Folder of your study files (default: $HPSEARCH_STUDIES_DIR, else ./studies if it "
+    "exists); a file there overrides the installed phase of the same name."
+)
 
 # Options shared by several commands: one definition each.
 tag_option = click.option(
@@ -40,20 +46,32 @@ data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False),
     help="Data folder (default: $HPSEARCH_DATA_DIR, else storage/data).",
 )
-studies_dir_option = click.option(
-    "--studies-dir", envvar="HPSEARCH_STUDIES_DIR", default="studies", show_default=True,
-    help=STUDIES_DIR_HELP,
+studies_dir_option = click.option("--studies-dir", help=STUDIES_DIR_HELP)
+
+
+def _enable_debug(context: click.Context, parameter, value: bool) -> None:
+    if value:
+        os.environ[DEBUG_ENV] = "1"
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, callback=_enable_debug, is_eager=True,
+    help=f"Show the whole traceback behind an error (or set {DEBUG_ENV}=1).",
 )
 
 
 def reports_errors(command):
-    """Turn hpsearch's named errors and Ctrl-C into one line and an exit code."""
+    """Turn hpsearch's named errors and Ctrl-C into one line and an exit code; with --debug,
+    the traceback of what caused it (the user's code, torch...) comes first."""
 
+    @debug_option
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except HpsearchError as err:
+            if os.environ.get(DEBUG_ENV) == "1":
+                traceback.print_exception(err, file=sys.stderr)
             click.echo(f"error: {err}", err=True)
             sys.exit(err.exit_code)
         except KeyboardInterrupt:
@@ -69,6 +87,7 @@ def reports_errors(command):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hpsearch")
+@debug_option
 def cli() -> None:
     """Optuna-driven hyperparameter search for PyTorch, one protocol phase per study."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # we report trials ourselves
@@ -119,7 +138,8 @@ def _raise_interrupt(signum, frame) -> None:
 @studies_dir_option
 @reports_errors
 def studies(storage, studies_dir) -> None:
-    """List the study files with their phase, description, trials done and best value."""
+    """List the study files (yours, then the installed phases) with where each comes from,
+    its phase, trials done and best value."""
     console.print_studies(results.overview(studies_dir, storage))
 
 
@@ -170,7 +190,7 @@ def test_command(study, storage, force, device, data_dir) -> None:
     """Train the study's chosen configuration and evaluate it once on the test split."""
     result = test_phase.run_test(study, storage, force=force, overrides=_overrides((), device, data_dir))
     click.echo(
-        f"{study}: test accuracy {result['test_acc']:.4f}, test loss {result['test_loss']:.4f} "
+        f"{study}: {test_phase.result_text(result)} "
         f"(trial {result['trial']}'s configuration, {result['epochs']} epochs)"
     )
 
@@ -206,7 +226,9 @@ def settings() -> None:
     for name, value in config_module.TrainConfig().to_dict().items():
         kind = config_module.base_type(name).__name__
         choices = config_module.CHOICES.get(name)
+        named = config_module.NAMES_OR_PATHS.get(name)
         extra = f"  one of: {', '.join(choices)}" if choices else ""
+        extra = f"  one of: {', '.join(named)}, or an import path" if named else extra
         click.echo(f"{name:<16} {kind:<6} default {value!r}{extra}")
 
 

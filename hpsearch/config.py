@@ -19,7 +19,8 @@ from hpsearch.errors import ConfigError
 
 # Settings that change where or how fast a run happens but not what it computes: they are not
 # part of a study's fixed settings, so a study may be resumed on another device or data folder.
-RUNTIME_ONLY_KEYS = frozenset({"device", "data_dir"})
+RUNTIME_ONLY_KEYS = frozenset({"device", "data_dir", "num_workers", "pin_memory",
+                               "persistent_workers"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class TrainConfig:
     # None = everything not held out. Reference [001]: 0.05 with validation = the other 95%.
     max_val_samples: int | None = None  # cap on validation size (speed); None = no cap
     split_seed: int = 0  # fixed seed of the train/validation carving: same split every trial
+    # A torch `Dataset` split streams through a DataLoader; tensor splits need none of these.
+    num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
+    pin_memory: bool = False  # page-locked host batches: faster, asynchronous copies to CUDA
+    persistent_workers: bool = False  # keep the workers between epochs (needs num_workers > 0)
     augment: str = "none"  # none | noise | flip | crop | flip_crop; training batches only [001, 003]
     noise_std: float = 0.1  # std of Gaussian noise augmentation, in normalised units [001]
 
@@ -51,14 +56,21 @@ class TrainConfig:
     conv_norm: str = "none"  # none | batch: Conv2D -> BatchNorm -> ReLU [000]
     head: str = "linear"  # linear | mlp: FC(features, 128) + ReLU + Linear(128, classes) [000]
 
+    # --- loss ---------------------------------------------------------------------------------
+    loss: str = "cross_entropy"  # cross_entropy | nll | bce | mse | l1 | "pkg.mod:fn_or_class"
+    loss_args: dict = field(default_factory=dict)  # keyword arguments for an import-path loss
+
     # --- optimisation -----------------------------------------------------------------------
-    optimizer: str = "adam"  # sgd | adam | adamw | rmsprop; Adam(lr=1e-3) to start [000]
+    # Optimizer settings left at None keep torch's own default for the chosen optimizer
+    # (SGD and RMSprop: momentum 0; Adam: betas 0.9/0.999; AdamW: weight decay 0.01).
+    optimizer: str = "adam"  # sgd | adam | adamw | rmsprop | "torch.optim:Adadelta"; Adam(1e-3) [000]
+    optimizer_args: dict = field(default_factory=dict)  # further optimizer keyword arguments
     lr: float = 1e-3  # peak learning rate; Adam start 1e-3, SGD start 0.1 [000]
-    momentum: float = 0.9  # SGD / RMSprop momentum; SGD(momentum=0.9) start [000]
+    momentum: float | None = None  # SGD / RMSprop momentum; the SGD start is 0.9 [000]
     nesterov: bool = False  # SGD Nesterov momentum
-    beta1: float = 0.9  # Adam/AdamW first-moment decay
-    beta2: float = 0.999  # Adam/AdamW second-moment decay
-    weight_decay: float = 0.0  # L2 / decoupled (AdamW) decay; 1e-4 typical [003]
+    beta1: float | None = None  # Adam/AdamW first-moment decay (torch: 0.9)
+    beta2: float | None = None  # Adam/AdamW second-moment decay (torch: 0.999)
+    weight_decay: float | None = None  # L2 / decoupled (AdamW) decay; 1e-4 typical [003]
     l1: float = 0.0  # L1 penalty strength added to the loss: l1 * sum|w| over weights [001]
     label_smoothing: float = 0.0  # epsilon; 0.1 on ImageNet [003]
     batch_size: int = 300  # samples per step; reference 300 [001]
@@ -71,6 +83,11 @@ class TrainConfig:
     gamma: float = 0.1  # step: factor per step; exponential: factor per epoch
     power: float = 1.0  # polynomial decay exponent
     warmup_epochs: float = 0.0  # linear warmup from 0 to lr, in epochs; e.g. 5 [003]
+
+    # --- the user's own training -------------------------------------------------------------
+    fit: str | None = None  # "pkg.mod:fn": fn(config, data, device, report) trains instead of ours
+    logged_metrics: dict = field(default_factory=dict)  # Lightning: our name -> the logged name
+    trainer_args: dict = field(default_factory=dict)  # Lightning: more Trainer keyword arguments
 
     # --- run --------------------------------------------------------------------------------
     seed: int = 0  # weight init and batch order (not bit-exact on GPU [004])
@@ -93,9 +110,20 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("none", "batch", "layer"),
     "conv_norm": ("none", "batch"),
     "head": ("linear", "mlp"),
-    "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
     "scheduler": ("none", "step", "cosine", "exponential", "polynomial"),
 }
+# Settings that take a built-in name or an import path "pkg.mod:attr" (checked when built).
+NAMES_OR_PATHS: dict[str, tuple[str, ...]] = {
+    "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
+    "loss": ("cross_entropy", "nll", "bce", "mse", "l1"),
+}
+
+# Settings the model reads, not the training loop: the built-in MLP and CNN read them; a
+# user's model receives them in `config` and honours those it declares (train/contract.py).
+MODEL_SETTINGS = frozenset({
+    "depth", "width", "norm", "dropout", "conv_blocks", "conv_width", "first_pool",
+    "conv_norm", "head",
+})
 
 FIELD_TYPES: dict[str, Any] = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
@@ -155,6 +183,12 @@ def coerce_value(name: str, value: Any, where: str) -> Any:
             f"{where}: `{name}` must be one of {', '.join(allowed)}, got {value!r}; "
             f"fix: pick one of {', '.join(allowed)}"
         )
+    named = NAMES_OR_PATHS.get(name)
+    if named is not None and converted not in named and ":" not in str(converted):
+        raise ConfigError(
+            f"{where}: `{name}` must be one of {', '.join(named)} or an import path "
+            f"package.module:name, got {value!r}; fix: pick one of {', '.join(named)}"
+        )
     return converted
 
 
@@ -212,7 +246,7 @@ def parse_set_options(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not name:
             raise ConfigError(f"--set {item}: expected key=value; fix: write e.g. --set lr=3e-4")
         value = parse_scalar(text.strip())
-        if is_setting(name) and base_type(name) is str:
+        if is_setting(name) and base_type(name) is str and value is not None:
             value = text.strip()  # `--set model=mypkg.nets:build` stays a string
         parsed[name] = coerce_value(name, value, f"--set {item}")
     return parsed

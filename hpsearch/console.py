@@ -118,12 +118,12 @@ def _fmt(value: Any) -> str:
 
 def print_studies(rows: list[dict]) -> None:
     table = Table(title="studies")
-    for column in ("study", "phase", "description", "done", "best", "choice"):
+    for column in ("study", "from", "phase", "description", "done", "best", "choice"):
         table.add_column(column)
     for row in rows:
         budget = "grid" if row["budget"] is None else row["budget"]  # a grid's size: per model
-        table.add_row(row["study"], row["phase"], row["description"], f"{row['done']}/{budget}",
-                      _fmt(row["best"]), row["choice"])
+        table.add_row(row["study"], row["from"], row["phase"], row["description"],
+                      f"{row['done']}/{budget}", _fmt(row["best"]), row["choice"])
     console.print(table)
 
 

@@ -55,3 +55,15 @@ def format_problem(file: str, field: str, problem: str, value: Any = None, fix: 
     got = "" if value is None else f" (got {value!r})"
     tail = f"; fix: {fix}" if fix else ""
     return f"{where}: {problem}{got}{tail}"
+
+
+class UserCodeError(UsageError):
+    """The user's own code (a factory, a model, a loss, a fit hook) raised an exception.
+
+    `site` names where (`ValueError at my_nets.py:12, in build_net`): the same site failing
+    again is the same bug, so a study stops instead of repeating it.
+    """
+
+    def __init__(self, message: str, site: str = ""):
+        super().__init__(message)
+        self.site = site

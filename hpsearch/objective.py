@@ -18,18 +18,20 @@ from typing import Any, Mapping
 import optuna
 
 from hpsearch.config import TrainConfig, resolve_config
-from hpsearch.errors import HpsearchError, TrainingError
-from hpsearch.metrics import METRICS, metric_value
+from hpsearch.errors import HpsearchError, TrainingError, UserCodeError
+from hpsearch.metrics import METRICS, metric_value, require_metric
 from hpsearch.protocol.choice import ATTR_BASELINE, ATTR_CRITERIA
 from hpsearch.protocol.criteria import all_criteria
 from hpsearch.spec import StudySpec
 from hpsearch.train import Diverged, load_data, train
+from hpsearch.train.user_code import crash_site, describe
 
 # Trial user attribute names (what optuna-dashboard and notebooks read).
 ATTR_CONFIG = "config"
 ATTR_HISTORY = "history"
 ATTR_REASON = "reason"  # why a trial was pruned: "diverged" or "pruned at epoch N"
-ATTR_ERROR = "error"  # why a trial failed: "ExceptionType: message"
+ATTR_ERROR = "error"  # why a trial failed: "ExceptionType: message (at file:line, in fn)"
+ATTR_ERROR_SITE = "error_site"  # where: the same site failing again is the same bug
 ATTR_WORKER = "worker"  # host:pid and device of the worker that ran the trial
 
 # The history is written to storage at most this often (s) while a trial trains, and always
@@ -40,6 +42,10 @@ HISTORY_FLUSH_S = 5.0
 
 class TrialCrashed(TrainingError):
     """A trial raised an unexpected exception; the study goes on with the next trial."""
+
+    def __init__(self, message: str, site: str):
+        super().__init__(message)
+        self.site = site
 
 
 @dataclass
@@ -63,14 +69,20 @@ class StudyObjective:
     def __call__(self, trial: optuna.trial.Trial) -> float | list[float]:
         try:
             return self._run(trial)
+        except UserCodeError as err:  # raised in the user's code: this trial fails, not all
+            raise self._crashed(trial, str(err), err.site) from err
         except (optuna.TrialPruned, HpsearchError, KeyboardInterrupt) as err:
             if isinstance(err, HpsearchError):
                 trial.set_user_attr(ATTR_ERROR, str(err))
             raise
-        except Exception as err:  # a crash in the user's model or data code, CUDA OOM...
-            message = f"{type(err).__name__}: {err}"
-            trial.set_user_attr(ATTR_ERROR, message)
-            raise TrialCrashed(f"trial {trial.number} failed: {message}") from err
+        except Exception as err:  # a crash in the model's forward, CUDA out of memory...
+            raise self._crashed(trial, describe(err), crash_site(err)) from err
+
+    @staticmethod
+    def _crashed(trial: optuna.trial.Trial, message: str, site: str) -> TrialCrashed:
+        trial.set_user_attr(ATTR_ERROR, message)
+        trial.set_user_attr(ATTR_ERROR_SITE, site)
+        return TrialCrashed(f"trial {trial.number} failed: {message}", site)
 
     def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
         # The baseline trial is the inherited configuration unchanged: nothing is sampled.
@@ -95,7 +107,8 @@ class StudyObjective:
         criteria = trial_criteria(history)
         trial.set_user_attr(ATTR_CRITERIA, criteria)
         self._eliminate(trial, criteria)
-        values = [metric_value(name, history) for name in self.spec.objective.metrics]
+        # A metric the history never reports (a hook without val_acc) is an error, not NaN.
+        values = [require_metric(name, history) for name in self.spec.objective.metrics]
         return values[0] if len(values) == 1 else values
 
     def _eliminate(self, trial: optuna.trial.Trial, criteria: Mapping[str, Any]) -> None:

@@ -1,27 +1,31 @@
 """Everything resolved and checked before a study runs a trial.
 
-In order: the inherited configuration (earlier phases' choices), the search space for the
-model family, refinements around a parent's choice, the fixed configuration, its data and
-model (built once to fail early), then the stored study: created, or resumed when its fixed
-settings match. Bad input raises before storage is written.
+In order: the inherited configuration (earlier phases' choices), the search space for this
+model (adapt.py: family, declared knobs, honoured settings, refinements), `--set` against
+it, the fixed configuration's data and one training step (to fail early), then the stored
+study: created, or resumed when its fixed settings match. Bad input raises before storage is
+written.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import optuna
 
+from hpsearch.adapt import Adapted, adapt, check_overrides, check_task
 from hpsearch.config import resolve_config
-from hpsearch.errors import StudyMismatchError, UsageError
+from hpsearch.errors import StudyMismatchError
 from hpsearch.objective import StudyObjective
 from hpsearch.protocol.chain import ATTR_INHERITED, Inheritance, inherit, stored_choice
 from hpsearch.spec import StudySpec, build_pruner, build_sampler
 from hpsearch.storage import open_storage, storage_exists
-from hpsearch.train import build_model, load_data, resolve_device
-from hpsearch.train.registry import declared_space, resolve_factory
+from hpsearch.train import load_data, resolve_device
+from hpsearch.train.contract import contract_for
+from hpsearch.train.preflight import preflight
+from hpsearch.train.registry import add_import_root
 
 # Study user attributes.
 ATTR_FIXED = "fixed_settings"
@@ -29,6 +33,7 @@ ATTR_STUDY_FILE = "study_file"
 ATTR_DESCRIPTION = "description"
 ATTR_PHASE = "phase"
 ATTR_LR_RANGE = "lr_range"  # recorded by `hpsearch lr-find --record`: {low, suggested, high}
+ATTR_NOT_SEARCHED = "not_searched"  # settings of the phase's space the model does not read
 
 
 @dataclass
@@ -39,6 +44,8 @@ class PreparedStudy:
     objective: StudyObjective
     study: optuna.Study
     inheritance: Inheritance
+    skip: str | None = None  # why the phase has nothing to search for this model
+    not_searched: list[str] = field(default_factory=list)  # settings the model ignores
 
 
 def stored_name_function(tag: str | None) -> Callable[[str], str]:
@@ -56,57 +63,52 @@ def prepare_study(
 ) -> PreparedStudy:
     """Resolve, validate, then create or resume the stored study (`worker`: see workers.py)."""
     stored_name = stored_name_function(tag)
+    if spec.path is not None:
+        add_import_root(spec.path.parent)  # factories resolve from the study file's folder
     existing = open_storage(url) if storage_exists(url) else None
     inheritance = inherit(list(spec.inherits), existing, stored_name, where=str(spec.path))
     objective = StudyObjective(spec, dict(overrides), inherited=inheritance.config)
-    spec = _resolved_spec(spec, objective, existing, stored_name)
-    objective.spec = spec
-    _build_once(spec, objective)
+    adapted = _adapted(spec, objective, existing, stored_name)
+    spec = objective.spec = adapted.spec
+    if adapted.skip is None:
+        _build_once(spec, objective)
     storage = existing or open_storage(url)  # created only now that the input is valid
     study = _open_study(spec, name or stored_name(spec.name), storage, objective)
     spec = _with_recorded_lr_range(spec, study)
     objective.spec = spec
-    study.sampler = _sampler_for(spec, study, worker)
+    study.sampler = (optuna.samplers.RandomSampler() if adapted.skip
+                     else _sampler_for(spec, study, worker))
     study.set_user_attr(ATTR_INHERITED, inheritance.to_dict())
-    return PreparedStudy(spec, objective, study, inheritance)
+    study.set_user_attr(ATTR_NOT_SEARCHED, adapted.not_searched)
+    return PreparedStudy(spec, objective, study, inheritance, adapted.skip, adapted.not_searched)
 
 
-def _resolved_spec(spec, objective, storage, stored_name) -> StudySpec:
-    """The spec with the space for this model family and refinements made concrete."""
-    model = resolve_config(
+def _adapted(spec, objective, storage, stored_name) -> Adapted:
+    """The spec for this model (adapt.py), `--set` checked against what it searches."""
+    config = resolve_config(
         ("inherited configuration", objective.inherited),
         (f"{spec.path}: base", spec.base),
         ("--set", objective.overrides),
-    ).model  # the space is not chosen yet: it depends on this
-    family = StudySpec.model_family(model)
-    declared = None
-    if family == "factory":
-        declared = declared_space(resolve_factory(model, "model", f"{spec.path}: base.model"))
-    spec = spec.with_space_for(model, declared)
-    if spec.follow:
-        spec = spec.following(objective.config_for({}).to_dict())
-    if not spec.space.refinements():
-        return spec
+    )  # the space is not chosen yet: it depends on the model
+    contract = contract_for(config, f"{spec.file}: base.model")
 
-    def chosen(parent: str, setting: str) -> Any:
-        choice = stored_choice(storage, stored_name(parent)) if storage is not None else None
-        if choice is None or setting not in choice.get("config", {}):
-            raise UsageError(
-                f"{spec.path}: space.{setting}: refines `{stored_name(parent)}`, which has no "
-                f"chosen trial yet; fix: run `hpsearch run --study {parent}` first"
-            )
-        return choice["config"][setting]
+    def chosen(parent: str) -> dict | None:
+        return stored_choice(storage, stored_name(parent)) if storage is not None else None
 
-    return spec.with_space(spec.space.resolve_refinements(chosen))
+    adapted = adapt(spec, config, contract, chosen)
+    check_overrides(adapted.spec, objective.overrides, contract)
+    return adapted
 
 
 def _build_once(spec: StudySpec, objective: StudyObjective) -> None:
-    """Load the data and build the model of the fixed configuration: errors surface now."""
+    """Load the data, build the model and take one training step with the fixed
+    configuration: errors every trial would raise surface now, before storage is written."""
     config = objective.config_for({})
     objective.device = resolve_device(config.device)
     where = f"{spec.path}: base"
     data = load_data(config, objective.device, where=f"{where}.dataset")  # cached for trials
-    build_model(config, data.input_shape, data.num_classes, where=f"{where}.model")
+    check_task(spec, config, data)
+    preflight(config, data, objective.device, where)
 
 
 def fixed_settings(spec: StudySpec, objective: StudyObjective) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from hpsearch.errors import UsageError
 from hpsearch.objective import ATTR_CONFIG, ATTR_ERROR, ATTR_HISTORY, ATTR_REASON
 from hpsearch.protocol.chain import ATTR_SELECTION
 from hpsearch.runner import FINISHED
-from hpsearch.spec import list_study_files, load_study_spec
+from hpsearch.spec import catalog, load_study_spec
+from hpsearch.spec.catalog import BUNDLED
 from hpsearch.storage import mask_url, open_storage, resolve_storage_url, storage_exists
 
 
@@ -98,17 +99,19 @@ def curves(name: str, storage: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def overview(studies_dir: str | Path = "studies", storage: str | None = None) -> list[dict]:
-    """Each study file with its phase, description and, from storage, trials done and best."""
+def overview(studies_dir: str | Path | None = None, storage: str | None = None) -> list[dict]:
+    """Each study file (the user's, then the installed phases: spec/catalog.py) with where it
+    comes from, its phase, description and, from storage, trials done and best value."""
     url = resolve_storage_url(storage)
     summaries = _summaries(url)
     rows = []
-    for path in list_study_files(Path(studies_dir)):
-        spec = load_study_spec(path)
+    for entry in catalog(studies_dir):
+        spec = load_study_spec(entry.path)
         stored = summaries.get(spec.name)
         rows.append(
             {
                 "study": spec.name,
+                "from": str(entry.path) if entry.source != BUNDLED else BUNDLED,
                 "phase": spec.phase or "",
                 "description": spec.description,
                 "done": stored["done"] if stored else 0,

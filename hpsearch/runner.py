@@ -25,7 +25,9 @@ from hpsearch.storage import mask_url, resolve_storage_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A study whose trials crash this many times in a row stops: the cause is in the code or the
-# data, and running the rest of the budget would only repeat the same failure.
+# data, and running the rest of the budget would only repeat the same failure. Two crashes
+# in a row at the same place (same exception type, same file and line) are the same bug:
+# the study stops at the second.
 MAX_CONSECUTIVE_FAILURES = 3
 
 
@@ -47,8 +49,9 @@ class RunSummary:
     finished_before: int  # COMPLETE + PRUNED trials before this run
     new_trials: list[int] = field(default_factory=list)  # numbers of the trials this run ran
     counts: dict[str, int] = field(default_factory=dict)  # whole study: state name -> count
-    skipped: str | None = None  # why the phase did not apply (its precondition failed)
+    skipped: str | None = None  # why the phase did not apply (precondition, nothing to search)
     choice: dict[str, Any] | None = None  # the phase's choice, as stored on the study
+    not_searched: list[str] = field(default_factory=list)  # settings the model ignores
 
     @property
     def nothing_to_do(self) -> bool:
@@ -56,10 +59,11 @@ class RunSummary:
 
 
 def resolve_spec(study: str | Path | StudySpec, studies_dir: str | Path | None) -> StudySpec:
-    """A StudySpec from a spec, a study name looked up in `studies_dir`, or a YAML path."""
+    """A StudySpec from a spec, a study name (the user's studies folder, then the phase files
+    installed with hpsearch: spec/catalog.py), or a YAML path."""
     if isinstance(study, StudySpec):
         return study
-    return load_study_spec(find_study_file(str(study), Path(studies_dir or "studies")))
+    return load_study_spec(find_study_file(str(study), studies_dir))
 
 
 def run_study(
@@ -86,10 +90,13 @@ def run_study(
     prepared = prepare_study(spec, url, overrides or {}, name=name, tag=tag, worker=worker)
     spec, optuna_study = prepared.spec, prepared.study
     budget = _budget(spec, trials)
-    summary = RunSummary(optuna_study.study_name, mask_url(url), budget, _finished(optuna_study))
-    skip = precondition_failure(spec.precondition, prepared.inheritance)
+    summary = RunSummary(optuna_study.study_name, mask_url(url), budget, _finished(optuna_study),
+                         not_searched=prepared.not_searched)
+    skip = prepared.skip or precondition_failure(spec.precondition, prepared.inheritance)
     if skip is not None:
-        optuna_study.set_user_attr(ATTR_SELECTION, skipped_choice(skip, prepared.inheritance))
+        config = prepared.objective.config_for({}).fixed_settings()
+        optuna_study.set_user_attr(
+            ATTR_SELECTION, skipped_choice(skip, prepared.inheritance, config))
         summary.skipped = skip
         return summary
     if spec.phase == "setup":
@@ -141,12 +148,13 @@ def _optimize(
     guard = _BudgetGuard(budget, summary, observer)
     if baseline:
         _run_baseline(study, objective, guard)
-    if _finished(study) < budget and guard.consecutive_failures < MAX_CONSECUTIVE_FAILURES:
+    if _finished(study) < budget and not guard.stopped:
         study.optimize(objective, callbacks=[guard], catch=(TrialCrashed,), gc_after_trial=False)
-    if guard.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+    if guard.stopped:
         raise TrainingError(
-            f"{guard.consecutive_failures} trials in a row failed; last: {guard.last_error}; "
-            "fix: correct the model or data code (the error is stored on each failed trial)"
+            f"{guard.consecutive_failures} trials in a row failed{guard.why}; last: "
+            f"{guard.last_error}; fix: correct the code there (the error is stored on each "
+            f"failed trial; rerun with --debug for the whole traceback)"
         )
 
 
@@ -159,21 +167,37 @@ class _BudgetGuard:
     observer: RunObserver | None
     consecutive_failures: int = 0
     last_error: str = ""
+    sites: list[str] = field(default_factory=list)  # where each failure of the run happened
+
+    @property
+    def stopped(self) -> bool:
+        return self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES or self.repeated
+
+    @property
+    def repeated(self) -> bool:
+        """The last two failures in a row happened at the same place: the same bug."""
+        return self.consecutive_failures >= 2 and len(set(self.sites[-2:])) == 1
+
+    @property
+    def why(self) -> str:
+        return f", the same way ({self.sites[-1]})" if self.repeated else ""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.summary.new_trials.append(trial.number)
         self._count_failure(trial)
         if self.observer is not None:
             self.observer.on_trial(study, trial)
-        if _finished(study) >= self.budget or self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+        if _finished(study) >= self.budget or self.stopped:
             study.stop()
 
     def _count_failure(self, trial: FrozenTrial) -> None:
         if trial.state != TrialState.FAIL:
             self.consecutive_failures = 0
+            self.sites.clear()
             return
         self.consecutive_failures += 1
         self.last_error = str(trial.user_attrs.get("error", "unknown error"))
+        self.sites.append(str(trial.user_attrs.get("error_site", f"trial {trial.number}")))
 
 
 def _finished(study: optuna.Study) -> int:

@@ -9,6 +9,7 @@ skip on a developer machine without it, and fail in CI (CI=true), where it must 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -22,9 +23,26 @@ POSTGRES_ENV = "HPSEARCH_TEST_POSTGRES_URL"
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path, monkeypatch):
     """Run each test in its own folder with no hpsearch environment variables set."""
-    for name in ("HPSEARCH_STORAGE", "HPSEARCH_STUDIES_DIR", "HPSEARCH_DATA_DIR"):
+    for name in ("HPSEARCH_STORAGE", "HPSEARCH_STUDIES_DIR", "HPSEARCH_DATA_DIR",
+                 "HPSEARCH_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def isolated_imports(tmp_path):
+    """User modules a test writes (`my_nets.py` in its folder) are forgotten after it: the
+    next test's module of the same name is its own, not this one's from sys.modules."""
+    from hpsearch.train import registry
+
+    path, roots, modules = list(sys.path), list(registry._IMPORT_ROOTS), set(sys.modules)
+    yield
+    sys.path[:] = path
+    registry._IMPORT_ROOTS[:] = roots
+    for name in set(sys.modules) - modules:
+        file = getattr(sys.modules[name], "__file__", None) or ""
+        if file.startswith(str(tmp_path.parent.parent)):  # the session's temporary folders
+            del sys.modules[name]
 
 
 def postgres_admin_url() -> str:
@@ -93,3 +111,48 @@ def one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+# --- copies of the offline data: tests never write into SHARED_DATA -----------------------------
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_cache(monkeypatch):
+    """hpsearch's data cache is ./storage/data of the test's own folder, not the caller's."""
+    monkeypatch.delenv("HPSEARCH_CACHE_DIR", raising=False)
+
+
+@pytest.fixture
+def mnist_gz_copy(shared_data_dir, tmp_path):
+    """A writable data folder holding a copy of SHARED_DATA/MNIST/raw/*.gz; returns its root.
+
+    Whatever the permissions of SHARED_DATA on this machine, tests work on the copy.
+    """
+    import shutil
+
+    root = tmp_path / "user-data"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for archive in sorted((shared_data_dir / "MNIST" / "raw").glob("*.gz")):
+        shutil.copyfile(archive, raw / archive.name)  # copyfile: no read-only mode carried over
+    return root
+
+
+@pytest.fixture
+def readonly_mnist_dir(mnist_gz_copy):
+    """`mnist_gz_copy` made read-only (files 0o444, folders 0o555), writable again afterwards.
+
+    Root ignores these modes: tests must check that nothing changed, not expect errors.
+    """
+    folders = [mnist_gz_copy, *(p for p in mnist_gz_copy.rglob("*") if p.is_dir())]
+    for file in mnist_gz_copy.rglob("*"):
+        if file.is_file():
+            file.chmod(0o444)
+    for folder in folders:
+        folder.chmod(0o555)
+    yield mnist_gz_copy
+    for folder in folders:  # pytest must be able to delete tmp_path
+        folder.chmod(0o755)
+    for file in mnist_gz_copy.rglob("*"):
+        if file.is_file():
+            file.chmod(0o644)

@@ -1,8 +1,8 @@
 """A user's own model and data, tuned by hpsearch without touching hpsearch's code.
 
 hpsearch imports these factories by the paths named in `tune_my_net.yaml`
-(`my_nets:build_net`, `my_nets:load_blobs`), so this folder must be importable:
-run from here, or put it on PYTHONPATH.
+(`my_nets:build_net`, `my_nets:load_blobs`) from the study file's folder and the working
+directory, as pytest and Hydra do: no PYTHONPATH needed.
 """
 
 from __future__ import annotations
@@ -10,13 +10,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import hpsearch
 
+
+# `space`: the model's own architecture knobs (its keyword arguments), searched by the
+# protocol's architecture phase. `honours`: the standard settings it reads from `config`;
+# hpsearch searches only those for it (here dropout: the regularization phase may tune it).
+@hpsearch.declare(
+    space={"hidden": {"type": "int", "low": 16, "high": 256, "log": True},
+           "layers": {"type": "int", "low": 1, "high": 3}},
+    honours=["dropout"],
+)
 def build_net(config, input_shape, num_classes, hidden=64, layers=2):
-    """Model factory: receives the resolved config, the input shape and the class count.
-
-    `hidden` and `layers` come from the study file's `model.args` and can be searched as
-    `model_args.hidden` / `model_args.layers` in its `space`.
-    """
+    """Model factory: receives the resolved config, the input shape and the class count."""
     features = 1
     for size in input_shape:
         features *= size

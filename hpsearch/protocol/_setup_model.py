@@ -1,4 +1,9 @@
-"""Setup checks on the model: initial loss about ln K, overfitting one batch [004]."""
+"""Setup checks on the model: initial loss about ln K, overfitting one batch [004].
+
+Both train the way the study trains: its model, optimizer and loss (train/losses.py). The
+expected initial loss exists for the classification losses (ln K; bce: ln 2); memorising a
+batch means 100% accuracy where there is accuracy, else a loss down to 5% of its start.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ import math
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Subset, default_collate
 
 from hpsearch.config import TrainConfig
+from hpsearch.train.losses import CLASSIFICATION, Loss, build_loss, task_of
 from hpsearch.train.loop import evaluate
 from hpsearch.train.models import build_model
 from hpsearch.train.optim import build_optimizer
@@ -25,6 +30,12 @@ INITIAL_LOSS_SAMPLES = 2048  # validation samples for the initial loss: std erro
 OVERFIT_SAMPLES = 32  # one batch: LRs of [000] are given for batches of 32-64
 OVERFIT_STEPS = 300  # the reference MLP memorises 32 samples in 20-120 steps (Adam 1e-3, SGD)
 CHECK_EVERY = 10  # steps between accuracy reads while overfitting (each one syncs the host)
+# Without accuracy (regression), a memorised batch is one whose loss fell to 5% of its start:
+# hpsearch's choice (no source gives one); the reference MLP reaches 1% within 300 steps.
+MEMORISED_LOSS_FRACTION = 0.05
+# Cross-entropy of an untrained model on K classes is about ln K [004]; bce of logits near 0
+# is ln 2 for every output.
+_EXPECTED_LOSS = {"cross_entropy": math.log, "nll": math.log, "bce": lambda k: math.log(2)}
 
 
 def check_initial_loss(
@@ -45,16 +56,21 @@ def check_initial_loss(
     `value`: the initial loss in nats.
     """
     device, k = torch.device(device), data.num_classes
-    expected = math.log(k)
+    if config.loss not in _EXPECTED_LOSS:
+        return CheckResult("initial_loss", True, f"not checked: no expected initial value of "
+                           f"loss `{config.loss}` (only cross_entropy, nll and bce have one)")
+    expected = _EXPECTED_LOSS[config.loss](k)
     split = _sample(data.val, max_samples, config.seed)
-    unusable = _unusable_labels("validation", labels_of(split), k)
+    unusable = _unusable_labels("validation", labels_of(split), k, config)
     if unusable:
         return CheckResult("initial_loss", False, unusable, None)
     with _seeded(config.seed, device):
         model = build_model(config, data.input_shape, data.num_classes).to(device)
     loss, _ = evaluate(model, split, config, device)
     ok = abs(loss - expected) <= rel_tolerance * expected
-    detail = (f"untrained validation cross-entropy {loss:.3f} vs ln({k}) = {expected:.3f} "
+    name = "ln(2)" if config.loss == "bce" else f"ln({k})"
+    shown = {"cross_entropy": "cross-entropy", "nll": "NLL", "bce": "binary cross-entropy"}
+    detail = (f"untrained validation {shown[config.loss]} {loss:.3f} vs {name} = {expected:.3f} "
               f"(allowed ±{rel_tolerance:.0%}) over {len(split)} samples")
     if not ok:
         detail += ("; fix: look for an output layer with a large scale or bias, or outputs "
@@ -73,9 +89,11 @@ def _sample(split: Split, count: int, seed: int) -> Split:
     return Subset(split, idx.tolist())
 
 
-def _unusable_labels(name: str, y: Tensor | None, k: int) -> str:
+def _unusable_labels(name: str, y: Tensor | None, k: int, config: TrainConfig) -> str:
     """Why cross-entropy cannot run on labels `y` ('' when it can): out-of-range labels raise,
     and on CUDA they trip a device-side assert that breaks the whole process."""
+    if task_of(config) != CLASSIFICATION:
+        return ""  # float targets: nothing indexes a class
     problems = [] if y is None else label_problems(name, y, k)
     return f"not run: {problems[0]}; fix the labels first" if problems else ""
 
@@ -116,13 +134,16 @@ def check_overfit_one_batch(
     """
     device = torch.device(device)
     x, y = _batch(data.train, min(batch_samples, config.batch_size), config.seed, device)
-    unusable = _unusable_labels("training", y, data.num_classes)
+    unusable = _unusable_labels("training", y, data.num_classes, config)
     if unusable:
         return CheckResult("overfit_one_batch", False, unusable, None)
+    loss_fn = build_loss(config)
     with _seeded(config.seed, device):
         model = build_model(config, data.input_shape, data.num_classes).to(device)
         optimizer = build_optimizer(config, model)
-        used, loss, acc = _memorise(model, optimizer, x, y, steps, target_acc)
+        used, start, loss, acc = _memorise(model, optimizer, loss_fn, x, y, steps, target_acc)
+    if acc is None:
+        return _memorised_loss(config, len(y), used, start, loss)
     batch = (f"a batch of {len(y)} training samples ({y.unique().numel()} classes), "
              f"{config.optimizer} at lr {config.lr:g}")
     if acc >= target_acc:
@@ -147,31 +168,48 @@ def _batch(split: Split, count: int, seed: int, device: torch.device) -> tuple[T
     return (x if x.is_floating_point() else x.float()).to(device), y.to(device)
 
 
+def _memorised_loss(config: TrainConfig, samples: int, used: int, start: float,
+                    loss: float) -> CheckResult:
+    """The verdict without accuracy: the batch's loss fell to 5% of its start."""
+    ok = math.isfinite(loss) and loss <= MEMORISED_LOSS_FRACTION * start
+    detail = (f"a batch of {samples} training samples, {config.optimizer} at lr "
+              f"{config.lr:g}: {config.loss} {start:.3g} -> {loss:.3g} after {used} steps "
+              f"(target {MEMORISED_LOSS_FRACTION:.0%} of the start)")
+    if not ok:
+        detail += ("; a model that cannot memorise one batch has a bug in the data, model or "
+                   "loss wiring [004]; fix: check that the output depends on the input and "
+                   "the targets match the inputs")
+    return CheckResult("overfit_one_batch", ok, detail, finite_or_none(loss))
+
+
 def _memorise(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor,
+    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Loss, x: Tensor, y: Tensor,
     steps: int, target_acc: float,
-) -> tuple[int, float, float]:
-    """Train on (x, y) until its accuracy reaches `target_acc`; (steps used, loss, accuracy)."""
-    loss, acc = _fit_of(model, x, y)
+) -> tuple[int, float, float, float | None]:
+    """Train on (x, y) until it is memorised: (steps used, initial loss, loss, accuracy)."""
+    start, acc = _fit_of(model, loss_fn, x, y)
+    loss = start
     for step in range(1, steps + 1):
         model.train()
-        step_loss = F.cross_entropy(model(x), y)
+        step_loss = loss_fn.evaluate(model(x), y)  # no label smoothing: memorise the labels
         optimizer.zero_grad(set_to_none=True)
         step_loss.backward()
         optimizer.step()
         if step % CHECK_EVERY == 0 or step == steps:
-            loss, acc = _fit_of(model, x, y)
-            if acc >= target_acc or not math.isfinite(loss):
-                return step, loss, acc
-    return steps, loss, acc
+            loss, acc = _fit_of(model, loss_fn, x, y)
+            done = loss <= MEMORISED_LOSS_FRACTION * start if acc is None else acc >= target_acc
+            if done or not math.isfinite(loss):
+                return step, start, loss, acc
+    return steps, start, loss, acc
 
 
-def _fit_of(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
-    """(cross-entropy, accuracy) on (x, y) in eval mode: dropout off, as a memorised batch is
+def _fit_of(model: nn.Module, loss_fn: Loss, x: Tensor, y: Tensor) -> tuple[float, float | None]:
+    """(loss, accuracy or None) on (x, y) in eval mode: dropout off, as a memorised batch is
     a property of the weights; one host sync."""
     model.eval()
     with torch.no_grad():
-        logits = model(x).float()
-        pair = torch.stack([F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()])
-    loss, acc = pair.tolist()
-    return loss, acc
+        outputs = model(x).float()
+        hits = loss_fn.correct(outputs, y)
+        share = torch.zeros((), device=outputs.device) if hits is None else hits.float() / len(y)
+        pair = torch.stack([loss_fn.evaluate(outputs, y).float(), share]).tolist()
+    return pair[0], (None if hits is None else pair[1])

@@ -16,12 +16,14 @@ import optuna
 
 from hpsearch.config import RUNTIME_ONLY_KEYS
 from hpsearch.errors import UsageError
+from hpsearch.protocol.criteria import OVERFIT_ACC_GAP, OVERFIT_LOSS_GAP
 
 ATTR_SELECTION = "selection"  # the phase's choice: trial, config, criteria, reason, runners-up
 ATTR_INHERITED = "inherited"  # the configuration a phase started from, and its sources
 
-# Train accuracy "much above" validation accuracy means overfitting [003]: 5 points.
-OVERFIT_GAP = 0.05
+# Train accuracy "much above" validation accuracy means overfitting [003]: 5 points. The
+# thresholds live in criteria.py, next to the gap they judge; this name stays for importers.
+OVERFIT_GAP = OVERFIT_ACC_GAP
 # Curves that are not sound: overshoot, saw-teeth, no progress [000]. A curve still falling
 # at the end ("undertrained") is sound; it only wants more epochs.
 UNSOUND = ("diverged", "oscillating", "underfitting")
@@ -84,10 +86,19 @@ def precondition_failure(precondition: str, inheritance: Inheritance) -> str | N
     criteria = choice.get("criteria") or {}
     if precondition == "overfits":
         gap = criteria.get("overfitting_gap")
-        if gap is None or gap <= OVERFIT_GAP:
+        # The trial's own verdict decides, at the threshold that applied to its gap: a peak
+        # accuracy means an accuracy gap, none (a regression task) a relative loss gap.
+        if criteria.get("peak_val_acc") is not None:
+            gap_name, threshold = "train-val accuracy gap", OVERFIT_ACC_GAP
+        else:
+            gap_name, threshold = "relative val-train loss gap", OVERFIT_LOSS_GAP
+        overfits = criteria.get("overfits")
+        if overfits is None:  # a choice stored before criteria had `overfits`: judge its gap
+            overfits = gap is not None and gap > threshold
+        if not overfits:
             return (
-                f"the inherited choice does not overfit (train-val accuracy gap {_fmt(gap)} "
-                f"<= {OVERFIT_GAP}); regularization applies only when overfitting [003]"
+                f"the inherited choice does not overfit ({gap_name} {_fmt(gap)} "
+                f"<= {threshold}); regularization applies only when overfitting [003]"
             )
         return None
     verdict = criteria.get("lr_verdict")
@@ -99,12 +110,15 @@ def precondition_failure(precondition: str, inheritance: Inheritance) -> str | N
     return None
 
 
-def skipped_choice(reason: str, inheritance: Inheritance) -> dict[str, Any]:
-    """The choice of a skipped phase: the inherited configuration, unchanged."""
+def skipped_choice(
+    reason: str, inheritance: Inheritance, config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The choice of a skipped phase: the configuration it started from (what it inherits,
+    with its own base and `--set`), unchanged."""
     parent = inheritance.last_choice() or {}
     return {
         "trial": None,
-        "config": inheritance.config,
+        "config": inheritance.config if config is None else config,
         "criteria": parent.get("criteria", {}),
         "main_criterion": parent.get("main_criterion"),
         "params": {},

@@ -13,7 +13,9 @@ from hpsearch.preparation import ATTR_LR_RANGE, prepare_study
 from hpsearch.protocol.lr_find import lr_find, plot_lr_find
 from hpsearch.runner import resolve_spec
 from hpsearch.storage import resolve_storage_url
+from hpsearch.errors import UsageError
 from hpsearch.train import load_data
+from hpsearch.train.trainers import HPSEARCH, trainer_of
 
 PLOTS_DIR = Path("storage") / "plots"
 
@@ -33,6 +35,13 @@ def find_for_study(
     prepared = prepare_study(spec, resolve_storage_url(storage), overrides or {}, tag=tag)
     objective = prepared.objective
     config = objective.config_for({})
+    kind = trainer_of(config)
+    if kind != HPSEARCH:
+        raise UsageError(
+            f"lr-find: the LR range test runs hpsearch's own training loop, but the {kind} "
+            f"`{config.fit or config.model}` trains itself; fix: search `lr` with a study "
+            "instead (e.g. {type: float, low: 1.0e-5, high: 1.0, log: true})"
+        )
     result = lr_find(config, load_data(config, objective.device), objective.device)
     name = prepared.study.study_name
     path = plot_lr_find(result, Path(plot) if plot else PLOTS_DIR / f"lr_find_{_safe(name)}.png")

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from hpsearch.adapt import refuse_searched, searched_for
 from hpsearch.errors import HpsearchError, UsageError
 from hpsearch.preparation import stored_name_function
-from hpsearch.protocol.test_phase import ATTR_TEST, run_test
+from hpsearch.protocol.test_phase import ATTR_TEST, result_text, run_test
 from hpsearch.results import load_study
 from hpsearch.runner import RunObserver, RunSummary, run_study
 from hpsearch.spec import StudySpec, find_study_file, load_study_spec
@@ -63,7 +64,7 @@ def phases_between(start: str | None, stop: str | None) -> list[str]:
 
 def run_protocol(
     *,
-    studies_dir: str | Path = "studies",
+    studies_dir: str | Path | None = None,
     storage: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     start: str | None = None,
@@ -73,12 +74,19 @@ def run_protocol(
     observer: Callable[[str], RunObserver | None] = lambda phase: None,
     on_phase: Callable[[PhaseOutcome], None] = lambda outcome: None,
 ) -> list[PhaseOutcome]:
-    """Run the protocol's phases in order; return (and report) one outcome per phase."""
+    """Run the protocol's phases in order; return (and report) one outcome per phase.
+
+    `studies_dir` holds the user's own phase files, which override the installed ones by
+    name. Every phase file is read, and `--set` checked against every phase's search,
+    before the first phase runs: a bad request stops before anything is stored.
+    """
     if trials_scale <= 0:
         raise UsageError(f"--trials-scale: must be > 0, got {trials_scale}; fix: use e.g. 0.5")
+    phases = phases_between(start, stop)
+    specs = [load_study_spec(find_study_file(phase, studies_dir)) for phase in phases]
+    _refuse_searched_overrides(specs, overrides or {})
     outcomes = []
-    for phase in phases_between(start, stop):
-        spec = load_study_spec(find_study_file(phase, Path(studies_dir)))
+    for phase, spec in zip(phases, specs):
         if spec.phase == "test":
             outcome = _test_phase(spec, storage, overrides or {}, tag)
         else:
@@ -93,6 +101,16 @@ def run_protocol(
         on_phase(outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def _refuse_searched_overrides(specs: list[StudySpec], overrides: Mapping[str, Any]) -> None:
+    """`--set lr=...` would fight the LR phases: refuse it before any phase runs. The model
+    is the one `--set` names, else the phase's base (the protocol's LR phases set the MLP)."""
+    for spec in specs:
+        model = overrides.get("model") or spec.base.get("model") or "mlp"
+        chosen = searched_for(spec, str(model)) if spec.phase != "test" else None
+        if chosen is not None:
+            refuse_searched(chosen, overrides)
 
 
 class NoChoice(HpsearchError):
@@ -125,10 +143,7 @@ def _test_phase(spec: StudySpec, storage, overrides, tag) -> PhaseOutcome:
     done = load_study(target, storage).user_attrs.get(ATTR_TEST)  # the test set is used once
     result = done or run_test(target, storage, overrides=runtime)
     status = "done" if done else "tested"
-    line = (
-        f"test accuracy {result['test_acc']:.4f} (loss {result['test_loss']:.4f}) of "
-        f"{target}'s choice, evaluated once"
-    )
+    line = f"{result_text(result)} of {target}'s choice, evaluated once"
     return PhaseOutcome(spec.name, target, status, line, test=result)
 
 
@@ -136,7 +151,10 @@ def _outcome(phase: str, summary: RunSummary) -> PhaseOutcome:
     if summary.skipped is not None:
         return PhaseOutcome(phase, summary.study_name, "skipped", f"skipped: {summary.skipped}", summary)
     status = "done" if summary.finished_before >= summary.budget else "ran"
-    return PhaseOutcome(phase, summary.study_name, status, choice_line(summary.choice), summary)
+    line = choice_line(summary.choice)
+    if summary.not_searched:  # the phase searched less than its file: say what and why
+        line += f"; not searched, the model does not read them: {', '.join(summary.not_searched)}"
+    return PhaseOutcome(phase, summary.study_name, status, line, summary)
 
 
 def choice_line(choice: Mapping[str, Any] | None) -> str:

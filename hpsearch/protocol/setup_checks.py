@@ -17,7 +17,9 @@ from hpsearch.config import TrainConfig
 from hpsearch.protocol._check_result import CheckResult
 from hpsearch.protocol._setup_data import check_disjoint, check_labels, check_normalisation
 from hpsearch.protocol._setup_model import check_initial_loss, check_overfit_one_batch
-from hpsearch.train.splits import DataSplits
+from hpsearch.train.losses import CLASSIFICATION, task_of
+from hpsearch.train.splits import DataModuleSource, DataSplits
+from hpsearch.train.trainers import HPSEARCH, trainer_of
 
 __all__ = [
     "CheckResult",
@@ -33,16 +35,29 @@ __all__ = [
 
 
 def run_setup_checks(
-    config: TrainConfig, data: DataSplits, device: torch.device | str
+    config: TrainConfig, data: DataSplits | DataModuleSource, device: torch.device | str
 ) -> list[CheckResult]:
-    """Every setup check with its default thresholds, data checks first [000, 001, 004]."""
-    return [
-        check_labels(data),
-        check_disjoint(data, config),
-        check_normalisation(data),
-        check_initial_loss(config, data, device),
-        check_overfit_one_batch(config, data, device),
-    ]
+    """Every setup check with its default thresholds, data checks first [000, 001, 004].
+
+    What hpsearch cannot look into passes and says why: a LightningDataModule's batches, the
+    labels of a task without classes, the model checks of a run the user's own code trains
+    (a fit hook or a LightningModule: they need hpsearch's loss and loop).
+    """
+    if not isinstance(data, DataSplits):
+        why = f"not checked: the LightningDataModule `{data.name}` feeds its Trainer itself"
+        return [CheckResult(name, True, why) for name in CHECKS]
+    labels = (check_labels(data) if task_of(config) == CLASSIFICATION else CheckResult(
+        "labels", True, f"not checked: loss `{config.loss}` takes no class labels"))
+    results = [labels, check_disjoint(data, config), check_normalisation(data)]
+    kind = trainer_of(config)
+    if kind != HPSEARCH:
+        why = f"not checked: the {kind} trains the model itself"
+        return results + [CheckResult(name, True, why) for name in CHECKS[3:]]
+    return results + [check_initial_loss(config, data, device),
+                      check_overfit_one_batch(config, data, device)]
+
+
+CHECKS = ("labels", "disjoint", "normalisation", "initial_loss", "overfit_one_batch")
 
 
 def failed(results: list[CheckResult]) -> list[CheckResult]:

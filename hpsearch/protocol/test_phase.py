@@ -10,7 +10,7 @@ from hpsearch.config import resolve_config
 from hpsearch.errors import UsageError
 from hpsearch.protocol.chain import ATTR_SELECTION
 from hpsearch.results import load_study
-from hpsearch.train import evaluate, fit, load_data, resolve_device
+from hpsearch.train import DataSplits, load_data, resolve_device, test
 
 ATTR_TEST = "test"  # study attribute: the one test evaluation of the study's choice
 
@@ -31,9 +31,8 @@ def run_test(
     done = study.user_attrs.get(ATTR_TEST)
     if done and not force:
         raise UsageError(
-            f"study `{name}` was already tested on {done['when']} (test accuracy "
-            f"{done['test_acc']:.4f}); the test set is used once [000]; fix: pass --force to "
-            "evaluate again anyway"
+            f"study `{name}` was already tested on {done['when']} ({result_text(done)}); the "
+            "test set is used once [000]; fix: pass --force to evaluate again anyway"
         )
     choice = study.user_attrs.get(ATTR_SELECTION)
     if not choice:
@@ -49,19 +48,28 @@ def _train_and_test(choice: Mapping[str, Any], overrides: dict, name: str) -> di
     config = resolve_config(("chosen configuration", choice["config"]), ("--set", overrides))
     device = resolve_device(config.device)
     data = load_data(config, device)
-    if data.test is None:
+    if isinstance(data, DataSplits) and data.test is None:
         raise UsageError(
             f"study `{name}`: data set `{config.dataset}` has no test split; fix: return a "
             "`test` split from the data factory"
         )
-    model, history = fit(config, data, device)
-    test_loss, test_acc = evaluate(model, data.test, config, device)
+    _, result = test(config, data, device)  # whoever trains: hpsearch, a hook, Lightning
     return {
-        "test_loss": test_loss,
-        "test_acc": test_acc,
+        "test_loss": result["loss"],
+        "test_acc": result["acc"],  # None for a task without accuracy (regression)
         "trial": choice.get("trial"),
-        "val_acc": history[-1]["val_acc"] if history else None,
-        "epochs": len(history),
+        "epochs": result["epochs"],
         "config": config.to_dict(),
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def result_text(result: Mapping[str, Any]) -> str:
+    """`test accuracy 0.9516, test loss 0.2301`, or the loss alone for a task without
+    accuracy (`test loss` None: the hook or module reported none)."""
+    parts = []
+    if result.get("test_acc") is not None:
+        parts.append(f"test accuracy {result['test_acc']:.4f}")
+    loss = result.get("test_loss")
+    parts.append("test loss " + ("not reported" if loss is None else f"{loss:.4g}"))
+    return ", ".join(parts)

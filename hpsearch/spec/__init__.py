@@ -10,22 +10,18 @@ A file with `spaces:` (one per model family) or `refine` nodes is narrowed first
     spec = spec.with_space(spec.space.resolve_refinements(chosen))
 """
 
-from hpsearch.spec._families import MODEL_FAMILIES
+from hpsearch.spec._families import MODEL_FAMILIES, MissingSpace
+from hpsearch.spec.catalog import StudyFile, catalog, find_study_file, list_study_files
 from hpsearch.spec._protocol_fields import ELIMINATION_REASONS, PRECONDITIONS, SelectionSpec
 from hpsearch.spec._sections import ObjectiveSpec
 from hpsearch.spec.samplers import PrunerSpec, SamplerSpec, build_pruner, build_sampler
 from hpsearch.spec.space import Refinement, SearchSpace, parse_space
-from hpsearch.spec.study_file import (
-    StudySpec,
-    find_study_file,
-    list_study_files,
-    load_study_spec,
-    parse_study_spec,
-)
+from hpsearch.spec.study_file import StudySpec, load_study_spec, parse_study_spec
 
 __all__ = [
     "ELIMINATION_REASONS",
     "MODEL_FAMILIES",
+    "MissingSpace",
     "PRECONDITIONS",
     "ObjectiveSpec",
     "PrunerSpec",
@@ -33,9 +29,11 @@ __all__ = [
     "SamplerSpec",
     "SearchSpace",
     "SelectionSpec",
+    "StudyFile",
     "StudySpec",
     "build_pruner",
     "build_sampler",
+    "catalog",
     "find_study_file",
     "list_study_files",
     "load_study_spec",

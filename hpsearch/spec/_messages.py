@@ -12,7 +12,14 @@ from typing import Any, Iterable, Mapping, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from hpsearch.config import CHOICES, base_type, coerce_value, field_names, is_setting
+from hpsearch.config import (
+    CHOICES,
+    NAMES_OR_PATHS,
+    base_type,
+    coerce_value,
+    field_names,
+    is_setting,
+)
 from hpsearch.errors import ConfigError, SpecError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -78,6 +85,10 @@ def _setting_value_error(file: str, field: str, name: str, value: Any) -> SpecEr
     if allowed is not None and isinstance(value, str):
         problem = f"`{name}` must be one of {', '.join(allowed)}"
         return SpecError(file, field, problem, value, f"{did_you_mean(value, allowed)}pick one")
+    named = NAMES_OR_PATHS.get(name)
+    if named is not None and isinstance(value, str):
+        problem = f"`{name}` must be one of {', '.join(named)} or an import path package.module:name"
+        return SpecError(file, field, problem, value, f"{did_you_mean(value, named)}pick one")
     want = base_type(name)
     kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         want, "a mapping"

@@ -22,7 +22,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import BaseTrial
 
 from hpsearch.errors import SpecError, UsageError, format_problem
-from hpsearch.spec import _params, _refine
+from hpsearch.spec import _params, _refine, _restrict
 from hpsearch.spec._params import (
     ChoiceParam,
     FixedParam,
@@ -117,6 +117,12 @@ class SearchSpace:
         _check_set_once(params, {}, self.file)
         return SearchSpace(params, self.file)
 
+
+    def restricted(self, keep: Callable[[str], bool]) -> tuple[SearchSpace, list[str]]:
+        """A copy searching only the settings `keep` accepts (those a model honours), and
+        the settings dropped (_restrict.py)."""
+        params, dropped = _restrict.restrict(self.params, keep)
+        return SearchSpace(params, self.file), dropped
 
     def follow(self, setting: str, value: Any) -> SearchSpace:
         """A copy where the top-level categorical `setting` is fixed to `value` and only that

@@ -34,8 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hpsearch.errors import SpecError, UsageError, format_problem
 from hpsearch.spec import _params
-from hpsearch.spec._families import declared_space, missing_family, model_family, parse_spaces
-from hpsearch.spec._messages import check_keys, did_you_mean, validate_model
+from hpsearch.spec._families import (
+    declared_space,
+    missing_family,
+    model_family,
+    no_declared_knobs,
+    parse_spaces,
+)
+from hpsearch.spec._messages import check_keys, validate_model
 from hpsearch.spec._protocol_fields import (
     SelectionSpec,
     parse_eliminate,
@@ -55,7 +61,6 @@ from hpsearch.spec.space import SearchSpace, parse_space
 from hpsearch.spec.yaml_loader import load_yaml_text
 
 DEFAULT_TRIALS = 20
-STUDY_SUFFIXES = (".yaml", ".yml")
 _REQUIRED = {
     "objective": "`objective: {metric: val_acc}`",
     "space": "`space: {lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}}`",
@@ -104,6 +109,7 @@ class StudySpec(BaseModel):
     # The space trials sample. With `spaces:` it is None until `with_space_for(model)`.
     space: SearchSpace | None
     spaces: dict[str, SearchSpace] = Field(default_factory=dict)  # model family -> space
+    uses_declared: bool = False  # `spaces.factory: declared`: a user model's own knobs
     inherits: list[str] = Field(default_factory=list)
     eliminate: list[str] = Field(default_factory=list)  # lr_verdict reasons that prune
     selection: list[SelectionSpec] = Field(default_factory=list)  # in order; first is main
@@ -126,16 +132,20 @@ class StudySpec(BaseModel):
 
     def with_space_for(self, model: str, declared: Mapping[str, Any] | None = None) -> StudySpec:
         """A copy whose `space` is the one for `model`: the file's `space`, else
-        `spaces[family]`, else (factory family) the knobs the factory `declared`, names
-        relative to `model_args` (`{hidden: {low: 16, high: 256}}` sets model_args.hidden)."""
-        if not self.spaces:
+        `spaces[family]`, else (`spaces.factory: declared`) the knobs the factory
+        `declared`, names relative to `model_args` (`{hidden: {low: 16, high: 256}}` sets
+        model_args.hidden). No space for `model` raises `MissingSpace`."""
+        if not self.spaces and not self.uses_declared:
             return self.with_space(self.chosen_space())
         family = model_family(model)
+        if family == "factory" and self.uses_declared:
+            if declared is None:
+                raise no_declared_knobs(self.file, model)
+            return self.with_space(declared_space(declared, model, self.file))
         if family in self.spaces:
             return self.with_space(self.spaces[family])
-        if family == "factory" and declared is not None:
-            return self.with_space(declared_space(declared, model))
-        raise missing_family(self.file, model, self.spaces)
+        families = list(self.spaces) + (["factory (declared)"] if self.uses_declared else [])
+        raise missing_family(self.file, model, families)
 
     def with_space(self, space: SearchSpace) -> StudySpec:
         """A copy searching `space`; without `trials:` a grid's budget is its new size."""
@@ -183,12 +193,13 @@ def parse_study_spec(
     sampler = parse_sampler(top.sampler, file)
     pruner = parse_pruner(_pruner_data(top.pruner, objective), file)
     check_multi_objective(len(objective.metrics), sampler, pruner, file)
-    space, spaces = _spaces(top, base, sampler, file)
+    space, spaces, uses_declared = _spaces(top, base, sampler, file)
     return StudySpec(
         name=name, path=path, description=top.description, phase=top.phase, base=base,
         objective=objective, sampler=sampler, pruner=pruner,
         trials=_trials(top.trials, sampler, space), declared_trials=top.trials, space=space,
-        spaces=spaces, inherits=top.inherits, file=file, **protocol,
+        spaces=spaces, uses_declared=uses_declared, inherits=top.inherits, file=file,
+        **protocol,
     )
 
 
@@ -205,14 +216,15 @@ def _protocol_fields(top: _StudyFile, objective: ObjectiveSpec, file: str) -> di
 
 def _spaces(
     top: _StudyFile, base: Mapping[str, Any], sampler: SamplerSpec, file: str
-) -> tuple[SearchSpace | None, dict[str, SearchSpace]]:
-    """`space`, or every space of `spaces`, checked against base and (grid) the sampler."""
+) -> tuple[SearchSpace | None, dict[str, SearchSpace], bool]:
+    """`space`, or every space of `spaces` (and whether `factory: declared`), checked against
+    base and (grid) the sampler."""
     space = None if top.space is None else parse_space(top.space, file)
-    spaces = {} if top.spaces is None else parse_spaces(top.spaces, file)
+    spaces, uses_declared = ({}, False) if top.spaces is None else parse_spaces(top.spaces, file)
     for each in ([space] if space else []) + list(spaces.values()):
         _check_base_and_space(base, each, file)
         _trials(top.trials, sampler, each)  # a grid sampler checks that each is a grid
-    return space, spaces
+    return space, spaces, uses_declared
 
 
 def _check_required(given: Mapping[str, Any], file: str) -> None:
@@ -270,29 +282,3 @@ def _read_yaml(path: Path, file: str) -> Any:
     if data is None:
         raise SpecError(file, "", "is empty", None, _START)
     return data
-
-
-def list_study_files(studies_dir: Path) -> list[Path]:
-    """The study files in `studies_dir`, sorted by name (none if it does not exist)."""
-    if not studies_dir.is_dir():
-        return []
-    return sorted(p for p in studies_dir.iterdir() if p.suffix in STUDY_SUFFIXES and p.is_file())
-
-
-def find_study_file(name_or_path: str, studies_dir: Path) -> Path:
-    """`NAME` -> studies_dir/NAME.yaml (or .yml); an existing .yaml/.yml path is taken as is."""
-    given = Path(name_or_path)
-    if given.suffix in STUDY_SUFFIXES:
-        candidates = [given, studies_dir / given.name]
-    else:
-        candidates = [studies_dir / f"{name_or_path}{suffix}" for suffix in STUDY_SUFFIXES]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    names = [p.stem for p in list_study_files(studies_dir)]
-    fix = (
-        f"{did_you_mean(given.stem, names)}available studies: {', '.join(names)}"
-        if names else f"write {studies_dir / (given.stem + '.yaml')}"
-    )
-    problem = f"no study file `{name_or_path}`"
-    raise UsageError(format_problem(str(studies_dir), "", problem, None, fix))

@@ -20,17 +20,33 @@ from hpsearch.errors import ConfigError
 from hpsearch.train.factory_data import splits_from_factory
 from hpsearch.train.registry import resolve_factory
 from hpsearch.train.sources import BUILTIN_DATASETS, RawData, read_builtin
-from hpsearch.train.splits import DataSplits, Split, TensorSplit
+from hpsearch.train.models import is_lightning_data
+from hpsearch.train.splits import DataModuleSource, DataSplits, Split, TensorSplit
 
-__all__ = ["DataSplits", "Split", "TensorSplit", "default_data_dir", "data_root", "load_data"]
+__all__ = [
+    "DataSplits", "Split", "TensorSplit", "cache_dir", "default_data_dir", "data_root", "load_data",
+]
 
 DATA_DIR_ENV = "HPSEARCH_DATA_DIR"
+# The folder hpsearch owns for built-in data sets: archives copied from the user's data folder
+# are extracted there and downloads land there, so the user's folder is only ever read.
+CACHE_DIR_ENV = "HPSEARCH_CACHE_DIR"
 _DEVICE_CACHE_SIZE = 2  # device-resident split sets kept per process (GPU memory is finite)
 
 
 def default_data_dir() -> Path:
-    """`storage/data` under the current directory: the data folder of last resort."""
+    """`storage/data` under the current directory: the data folder and cache of last resort."""
     return Path.cwd() / "storage" / "data"
+
+
+def cache_dir() -> Path:
+    """The cache hpsearch writes data sets into: $HPSEARCH_CACHE_DIR, else `default_data_dir()`.
+
+    Unless $HPSEARCH_CACHE_DIR moves it, the default data folder (no --data-dir, no
+    $HPSEARCH_DATA_DIR) is this cache too: hpsearch then extracts and downloads in it.
+    """
+    chosen = os.environ.get(CACHE_DIR_ENV) or default_data_dir()
+    return Path(chosen).expanduser().resolve()
 
 
 def data_root(config: TrainConfig) -> Path:
@@ -49,6 +65,8 @@ def load_data(config: TrainConfig, device: torch.device, *, where: str = "datase
     """
     if config.dataset not in BUILTIN_DATASETS:
         factory = resolve_factory(config.dataset, "dataset", where)
+        if is_lightning_data(factory):  # built per trial, with the trial's settings
+            return DataModuleSource(factory, config.dataset)
         return splits_from_factory(factory, config, device, where)
     check_fractions(config)
     root = data_root(config)
@@ -58,7 +76,7 @@ def load_data(config: TrainConfig, device: torch.device, *, where: str = "datase
     if key in _SPLIT_CACHE:
         _SPLIT_CACHE.move_to_end(key)
         return _SPLIT_CACHE[key]
-    raw = read_builtin(config.dataset, root, cache=default_data_dir())
+    raw = read_builtin(config.dataset, root, cache=cache_dir())
     splits = _split_and_normalise(raw, config, device)
     _SPLIT_CACHE[key] = splits
     while len(_SPLIT_CACHE) > _DEVICE_CACHE_SIZE:

@@ -3,6 +3,8 @@
 It returns an epoch history and knows nothing of Optuna; `on_epoch` is the objective's hook
 (report, prune). Batches of a `TensorSplit` are index slices of a per-epoch permutation over
 tensors already on the device (airbench); a torch `Dataset` is streamed through a DataLoader.
+The loss is the study's (`loss:`, train/losses.py); a task without accuracy (regression)
+records losses only.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import time
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError
 from hpsearch.train.augment import augment, check_augment
+from hpsearch.train.losses import Loss, build_loss
 from hpsearch.train.models import build_model
 from hpsearch.train.optim import build_optimizer, build_scheduler, lr_factor
 from hpsearch.train.splits import DataSplits, Split, TensorSplit
@@ -74,9 +76,10 @@ def fit(
 
     Each epoch's record: epoch (1-based), train_loss, train_acc (running means over the epoch's
     batches, the L1 penalty included in the loss), val_loss, val_acc (fractions), lr (the rate
-    of the epoch's last batch) and epoch_time_s (training + validation). `on_epoch(record)` is
-    called after each epoch and may raise (e.g. to prune). A NaN/inf training loss raises
-    `Diverged` right after that epoch, before `on_epoch`.
+    of the epoch's last batch) and epoch_time_s (training + validation); without accuracy (a
+    regression loss) the two accuracies are left out. `on_epoch(record)` is called after each
+    epoch and may raise (e.g. to prune). A NaN/inf training loss raises `Diverged` right after
+    that epoch, before `on_epoch`.
     """
     device = torch.device(device)
     check_augment(config, data.input_shape)
@@ -91,13 +94,12 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = _train_epoch(step, batches, config, generator, device)
-        val_loss, val_acc = evaluate(model, data.val, config, device)
-        history.append({
-            "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val_loss, "val_acc": val_acc,
-            "lr": config.lr * lr_factor(config, epoch * len(batches) - 1, len(batches)),
-            "epoch_time_s": time.perf_counter() - start,  # .item() above synchronised the device
-        })
+        val_loss, val_acc = evaluate(model, data.val, config, device, step.loss)
+        history.append(_record(
+            epoch, train_loss, train_acc, val_loss, val_acc,
+            lr=config.lr * lr_factor(config, epoch * len(batches) - 1, len(batches)),
+            seconds=time.perf_counter() - start,  # .item() above synchronised the device
+        ))
         if not math.isfinite(train_loss):
             raise Diverged(epoch, history)
         if on_epoch is not None:
@@ -105,27 +107,38 @@ def fit(
     return model, history
 
 
-def evaluate(
-    model: nn.Module, split: Split, config: TrainConfig, device: torch.device
-) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` on `split`, in eval mode, without gradients.
+def _record(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds) -> dict:
+    record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+              "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "epoch_time_s": seconds}
+    return {k: v for k, v in record.items() if v is not None}  # no accuracy: keys left out
 
-    The loss is plain cross-entropy, without label smoothing or L1, so validation losses stay
-    comparable across those settings.
+
+def evaluate(
+    model: nn.Module, split: Split, config: TrainConfig, device: torch.device,
+    loss: Loss | None = None,
+) -> tuple[float, float | None]:
+    """(mean loss, accuracy or None) of `model` on `split`, in eval mode, without gradients.
+
+    The loss is the study's without label smoothing or L1, so validation losses stay
+    comparable across those settings; accuracy is None for a task without it.
     """
+    loss = loss or build_loss(config)
     model.eval()
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
+    correct = torch.zeros((), device=device)
+    counted, seen = True, 0
     with torch.no_grad():
         for x, y in _eval_batches(split, config, device):
-            logits = model(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-            correct += (logits.argmax(dim=1) == y).sum()
+            outputs = model(x)
+            loss_sum += loss.evaluate(outputs.float(), y).float() * len(y)
+            hits = loss.correct(outputs, y)
+            counted = counted and hits is not None
+            correct += hits if hits is not None else 0
             seen += len(y)
     if seen == 0:
-        return math.nan, math.nan
-    return loss_sum.item() / seen, correct.item() / seen  # the one host sync
+        return math.nan, (math.nan if counted else None)
+    totals = torch.stack([loss_sum, correct]).tolist()  # the one host sync
+    return totals[0] / seen, (totals[1] / seen if counted else None)
 
 
 class TrainStep:
@@ -134,7 +147,8 @@ class TrainStep:
     def __init__(self, model: nn.Module, optimizer, scheduler, config: TrainConfig):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.config = config
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.loss = build_loss(config)
+        self.loss_fn = self.loss.train
         # L1 on weights only (matrices, kernels), not biases or norm scales.
         self.weights = [p for p in model.parameters() if p.dim() > 1]
 
@@ -157,17 +171,20 @@ def _train_epoch(
 ) -> tuple[float, float]:
     step.model.train()
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
+    correct = torch.zeros((), device=device)
+    counted, seen = True, 0
     for x, y in batches:
         if config.augment != "none":
             x = augment(x, config, generator)
-        loss, logits = step(x, y)
+        loss, outputs = step(x, y)
         # Accumulate on the device: reading a value per batch would stall the GPU every step.
         loss_sum += loss.float() * len(y)
-        correct += (logits.argmax(dim=1) == y).sum()
+        hits = step.loss.correct(outputs, y)
+        counted = counted and hits is not None
+        correct += hits if hits is not None else 0
         seen += len(y)
-    return loss_sum.item() / seen, correct.item() / seen
+    totals = torch.stack([loss_sum, correct]).tolist()  # one host sync per epoch
+    return totals[0] / seen, (totals[1] / seen if counted else None)
 
 
 class TrainBatches:
@@ -182,9 +199,7 @@ class TrainBatches:
             self.bounds = batch_bounds(len(split), config.batch_size)
         else:
             shuffle = torch.Generator().manual_seed(config.seed)  # DataLoader shuffles on the CPU
-            self.loader = DataLoader(
-                split, batch_size=config.batch_size, shuffle=True, generator=shuffle
-            )
+            self.loader = data_loader(split, config, device, shuffle=shuffle)
 
     def __len__(self) -> int:
         return len(self.bounds) if self.loader is None else len(self.loader)
@@ -211,9 +226,22 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def data_loader(
+    split: Split, config: TrainConfig, device: torch.device, shuffle: torch.Generator | None
+) -> DataLoader:
+    """A DataLoader over a torch `Dataset` with the study's loading settings; pinned memory
+    only helps copies to CUDA, and persistent workers need workers."""
+    workers = config.num_workers
+    return DataLoader(
+        split, batch_size=config.batch_size, shuffle=shuffle is not None, generator=shuffle,
+        num_workers=workers, pin_memory=config.pin_memory and device.type == "cuda",
+        persistent_workers=config.persistent_workers and workers > 0,
+    )
+
+
 def _eval_batches(split: Split, config: TrainConfig, device: torch.device):
     if not isinstance(split, TensorSplit):
-        return _moved(DataLoader(split, batch_size=config.batch_size), device)
+        return _moved(data_loader(split, config, device, shuffle=None), device)
     split = _to_device(split, device)
     per_sample = max(1, split.x[0].numel()) if len(split) else 1
     size = max(config.batch_size, min(EVAL_BATCH, EVAL_ELEMENTS // per_sample))
@@ -227,6 +255,9 @@ def _to_device(split: TensorSplit, device: torch.device) -> TensorSplit:
 
 
 def _moved(loader: DataLoader, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    asynchronous = loader.pin_memory  # pinned host batches copy without a sync
     for x, y in loader:
         x = torch.as_tensor(x)
-        yield (x if x.is_floating_point() else x.float()).to(device), torch.as_tensor(y).to(device)
+        x = x.float() if x.dtype in (torch.uint8, torch.bool) else x  # token ids stay ints
+        y = torch.as_tensor(y)
+        yield x.to(device, non_blocking=asynchronous), y.to(device, non_blocking=asynchronous)

@@ -1,5 +1,7 @@
 """The models a study can name: the reference MLP [001], the block CNN [000], any torchvision
-classifier, or a user factory (registered name or `pkg.mod:fn`)."""
+classifier, or a user factory (registered name or `pkg.mod:fn`): a function or an nn.Module
+class called as fn(config, input_shape, num_classes, **model_args). A LightningModule class
+is trained by its own Trainer loop instead (train/lightning.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from torch import nn
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError
 from hpsearch.train.registry import resolve_factory
+from hpsearch.train.user_code import call_user
 
 TORCHVISION_PREFIX = "torchvision:"
 HEAD_HIDDEN = 128  # two-layer head FC(features, 128) + ReLU + Linear(128, classes) [000]
@@ -30,13 +33,39 @@ def build_model(
     if name.startswith(TORCHVISION_PREFIX):
         return torchvision_model(name[len(TORCHVISION_PREFIX):], input_shape, num_classes, where)
     factory = resolve_factory(name, "model", where)
-    model = factory(config, tuple(input_shape), num_classes, **config.model_args)
+    model = call_user(f"model factory `{name}`", factory, config, tuple(input_shape),
+                      num_classes, **config.model_args)
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"{where}: model factory `{name}` returned {type(model).__name__}, not a torch "
             f"nn.Module; fix: return the model (an nn.Module instance)"
         )
+    if is_lightning(type(model)):
+        raise ConfigError(
+            f"{where}: model factory `{name}` returned a LightningModule, whose "
+            f"training_step and configure_optimizers only its Trainer runs; fix: name the "
+            f"LightningModule class itself as the model (model: package.module:ClassName)"
+        )
     return model
+
+
+def is_lightning(cls: type) -> bool:
+    """True for a LightningModule subclass (found by name: lightning stays an optional
+    dependency, imported only when used)."""
+    return _derives_from(cls, "LightningModule")
+
+
+def is_lightning_data(cls: type) -> bool:
+    """True for a LightningDataModule subclass."""
+    return _derives_from(cls, "LightningDataModule")
+
+
+def _derives_from(cls: object, name: str) -> bool:
+    if not isinstance(cls, type):
+        return False
+    roots = ("lightning.pytorch", "pytorch_lightning")
+    return any(base.__name__ == name and base.__module__.startswith(roots)
+               for base in cls.__mro__)
 
 
 def mlp(config: TrainConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Sequential:

@@ -6,6 +6,7 @@ tests and plotted; `build_scheduler` wraps it in a LambdaLR stepped after every 
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -14,30 +15,71 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError
+from hpsearch.train.registry import load_import_path
+from hpsearch.train.user_code import describe
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer `config.optimizer` over all of `model`'s parameters.
 
-    Starting points [000]: SGD(lr=0.1, momentum=0.9, weight_decay=1e-4) or Adam(lr=1e-3);
-    AdamW's weight decay is decoupled from the gradient [002].
+    Built-ins take `lr` and the settings given (not None); the others keep torch's own
+    defaults, so RMSprop runs without momentum unless `momentum` is set. Starting points
+    [000]: SGD(lr=0.1, momentum=0.9, weight_decay=1e-4) or Adam(lr=1e-3); AdamW's weight
+    decay is decoupled from the gradient [002]. An import path ("torch.optim:Adadelta") names
+    any optimizer class, called with the parameters, `lr`, `weight_decay` when set, and
+    `optimizer_args`.
     """
-    params, name = model.parameters(), config.optimizer
-    common = {"lr": config.lr, "weight_decay": config.weight_decay}
-    if name == "sgd":
-        if config.nesterov and config.momentum <= 0:
-            raise ConfigError(
-                f"nesterov=true needs momentum > 0, got momentum={config.momentum}; "
-                f"fix: set momentum (e.g. 0.9 [000]) or nesterov=false"
-            )
-        return torch.optim.SGD(params, momentum=config.momentum, nesterov=config.nesterov, **common)
-    if name == "adam":
-        return torch.optim.Adam(params, betas=(config.beta1, config.beta2), **common)
-    if name == "adamw":
-        return torch.optim.AdamW(params, betas=(config.beta1, config.beta2), **common)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, momentum=config.momentum, **common)
-    raise ConfigError(f"unknown optimizer `{name}`; fix: pick one of sgd, adam, adamw, rmsprop")
+    name = config.optimizer
+    if name in BUILTIN_OPTIMIZERS:
+        cls, settings = BUILTIN_OPTIMIZERS[name]
+        kwargs = _given(config, settings)
+        if name == "sgd":
+            _check_nesterov(config)
+        if "beta1" in kwargs or "beta2" in kwargs:
+            betas = _torch_default(cls, "betas")  # one beta given: the other keeps torch's
+            kwargs["betas"] = (kwargs.pop("beta1", betas[0]), kwargs.pop("beta2", betas[1]))
+    else:
+        cls = load_import_path(name, "optimizer", "optimizer")
+        kwargs = {} if config.weight_decay is None else {"weight_decay": config.weight_decay}
+    return _construct(name, cls, model, {"lr": config.lr, **kwargs, **config.optimizer_args})
+
+
+# name -> (class, the settings it takes); torch's defaults apply to those left at None.
+BUILTIN_OPTIMIZERS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "sgd": (torch.optim.SGD, ("momentum", "nesterov", "weight_decay")),
+    "adam": (torch.optim.Adam, ("beta1", "beta2", "weight_decay")),
+    "adamw": (torch.optim.AdamW, ("beta1", "beta2", "weight_decay")),
+    "rmsprop": (torch.optim.RMSprop, ("momentum", "weight_decay")),
+}
+
+
+def _given(config: TrainConfig, settings: tuple[str, ...]) -> dict:
+    """The settings of `settings` that are set: None leaves torch's default in place."""
+    values = {name: getattr(config, name) for name in settings}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _torch_default(cls: type, argument: str):
+    return inspect.signature(cls.__init__).parameters[argument].default
+
+
+def _construct(name: str, cls: type, model: nn.Module, kwargs: dict) -> torch.optim.Optimizer:
+    try:
+        return cls(model.parameters(), **kwargs)
+    except Exception as exc:  # an unknown keyword, a value the class refuses
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ConfigError(
+            f"optimizer `{name}` refused its arguments ({given}): {describe(exc)}; fix: "
+            f"correct optimizer_args or the optimizer settings"
+        ) from exc
+
+
+def _check_nesterov(config: TrainConfig) -> None:
+    if config.nesterov and not (config.momentum or 0) > 0:
+        raise ConfigError(
+            f"nesterov=true needs momentum > 0, got momentum={config.momentum}; "
+            f"fix: set momentum (e.g. 0.9 [000]) or nesterov=false"
+        )
 
 
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:

@@ -32,3 +32,12 @@ class DataSplits:
     test: Split | None  # the official test split; never used by training
     num_classes: int
     input_shape: tuple[int, ...]  # (C, H, W) for images, (features,) for vectors
+
+
+@dataclass(frozen=True)
+class DataModuleSource:
+    """A LightningDataModule class named as the data set: each trial builds it with its own
+    settings (batch size...) and its Trainer reads it (train/lightning.py)."""
+
+    cls: type
+    name: str  # the import path, for messages

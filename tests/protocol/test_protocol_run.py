@@ -215,7 +215,8 @@ def test_a_phase_whose_trials_are_all_eliminated_stops_the_protocol(tmp_path):
     common = ["protocol", "--storage", url, "--studies-dir", str(STUDIES), "--set", "epochs=2"]
     assert CliRunner().invoke(cli, [*common, "--to", "setup"]).exit_code == 0
     # Plain SGD without momentum barely moves in 2 epochs: every grid point underfits.
-    result = CliRunner().invoke(cli, [*common, "--from", "lr_sgd", "--set", "momentum=0.0"])
+    result = CliRunner().invoke(cli, [*common, "--from", "lr_sgd", "--to", "lr_sgd",
+                                       "--set", "momentum=0.0"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         "error: phase `lr_sgd`: no trial survived (underfitting x4), so later phases have "

@@ -171,4 +171,4 @@ def test_follow_names_must_be_settings():
     text = "objective: {metric: val_acc}\nfollow: [optimiser]\nspace: {lr: 0.1}\n"
     with pytest.raises(SpecError) as caught:
         parse_study_spec(load_yaml_text(text), "studies/s.yaml", "s")
-    assert str(caught.value).startswith("studies/s.yaml: follow.0: unknown setting `optimiser`; fix: did you mean optimizer?")
+    assert str(caught.value).startswith("studies/s.yaml: follow.0: unknown setting `optimiser`; fix: did you mean optimizer, optimizer_args?")

@@ -7,7 +7,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FixedTrial
 
 from hpsearch.errors import SpecError, UsageError
-from hpsearch.spec import MODEL_FAMILIES, StudySpec, build_sampler, parse_study_spec
+from hpsearch.spec import MODEL_FAMILIES, MissingSpace, StudySpec, build_sampler, parse_study_spec
 from hpsearch.spec.yaml_loader import load_yaml_text
 
 OBJECTIVE = "objective: {metric: best_val_acc}\n"
@@ -26,6 +26,8 @@ spaces:
   torchvision:
     batch_size: {values: [64, 128]}
 """
+# The architecture phase searches the knobs a user's model declares; other phases do not.
+DECLARING = ARCHITECTURE + "  factory: declared\n"
 
 
 def spec(text: str) -> StudySpec:
@@ -102,7 +104,7 @@ DECLARED = {
 
 
 def test_a_factory_model_uses_the_knobs_it_declares_as_model_args():
-    text = ARCHITECTURE.replace("sampler: {name: grid}\n", "")
+    text = DECLARING.replace("sampler: {name: grid}\n", "")
     chosen = spec(text).with_space_for("tiny", DECLARED)
     assert chosen.space.distributions() == {
         "model_args.hidden": IntDistribution(16, 256),
@@ -116,14 +118,26 @@ def test_a_factory_model_uses_the_knobs_it_declares_as_model_args():
     }
 
 
-def test_spaces_factory_wins_over_the_declared_knobs():
+def test_a_written_factory_space_is_searched_as_written():
     text = ARCHITECTURE + "  factory:\n    model_args.hidden: {values: [8, 16]}\n"
     chosen = spec(text).with_space_for("mypkg.nets:build", DECLARED)
     assert chosen.space.grid() == {"model_args.hidden": [8, 16]}
 
 
+def test_declared_knobs_are_searched_only_where_the_file_asks_for_them():
+    with pytest.raises(MissingSpace) as caught:  # a batchnorm-like phase: no `declared`
+        spec(ARCHITECTURE).with_space_for("tiny", DECLARED)
+    assert caught.value.reason == "no search space for model family `factory` (model `tiny`)"
+
+
+def test_asking_for_declared_knobs_of_a_model_that_declares_none():
+    with pytest.raises(MissingSpace) as caught:
+        spec(DECLARING).with_space_for("mypkg.nets:build", None)
+    assert caught.value.reason == "model `mypkg.nets:build` declares no architecture knobs to search"
+
+
 def test_a_declared_grid_sets_the_grid_budget():
-    chosen = spec(ARCHITECTURE).with_space_for("tiny", {"hidden": {"values": [8, 16, 32]}})
+    chosen = spec(DECLARING).with_space_for("tiny", {"hidden": {"values": [8, 16, 32]}})
     assert chosen.trials == 3
 
 
@@ -133,21 +147,21 @@ CHOICE_ERRORS = [
      "`spaces.cnn`; this study has spaces for: mlp"),
     ("tiny", None, ARCHITECTURE,
      "studies/s.yaml: spaces: no search space for model family `factory` (model `tiny`); fix: "
-     "add `spaces.factory`, or declare the factory's knobs with @hpsearch.model(NAME, "
-     "space={...}); this study has spaces for: mlp, cnn, torchvision"),
-    ("tiny", {"hidden": {"low": 256, "high": 16}}, ARCHITECTURE,
-     "model `tiny`: search_space.hidden.low: must be <= high = 16 (got 256); fix: swap low "
-     "and high"),
-    ("tiny", {"hidden": {"low": 16, "high": 256}}, ARCHITECTURE,
-     "model `tiny`: search_space.hidden: the grid sampler cannot search a range; fix: use "
-     "sampler tpe or random, or write the parameter as `values: [...]`"),
-    ("tiny", {"hidden": 64}, ARCHITECTURE.replace("base: {epochs: 20}",
-                                                  "base: {model_args.hidden: 32}"),
-     "model `tiny`: search_space.hidden: `model_args.hidden` is also set in base; fix: set it "
-     "in base or in space, not both"),
-    ("tiny", ["hidden"], ARCHITECTURE,
-     "model `tiny`: search_space: must be a mapping (got ['hidden']); fix: write it like "
-     "{lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}}"),
+     "add `spaces.factory` (or `spaces.factory: declared` to search the knobs the model "
+     "declares); this study has spaces for: mlp, cnn, torchvision"),
+    ("tiny", {"hidden": {"low": 256, "high": 16}}, DECLARING,
+     "studies/s.yaml: model `tiny`: search_space.hidden.low: must be <= high = 16 (got 256); "
+     "fix: swap low and high"),
+    ("tiny", {"hidden": {"low": 16, "high": 256}}, DECLARING,
+     "studies/s.yaml: model `tiny`: search_space.hidden: the grid sampler cannot search a "
+     "range; fix: use sampler tpe or random, or write the parameter as `values: [...]`"),
+    ("tiny", {"hidden": 64}, DECLARING.replace("base: {epochs: 20}",
+                                               "base: {model_args.hidden: 32}"),
+     "studies/s.yaml: model `tiny`: search_space.hidden: `model_args.hidden` is also set in "
+     "base; fix: set it in base or in space, not both"),
+    ("tiny", ["hidden"], DECLARING,
+     "studies/s.yaml: model `tiny`: search_space: must be a mapping (got ['hidden']); fix: "
+     "write it like {lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}}"),
 ]
 
 

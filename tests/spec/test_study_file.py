@@ -14,6 +14,7 @@ from hpsearch.spec import (
     list_study_files,
     load_study_spec,
 )
+from hpsearch.spec.catalog import bundled_dir
 from tests.spec.samples import OPTIMIZER_STUDY
 
 
@@ -104,8 +105,8 @@ BAD_STUDIES = [
     (
         "choice that is no valid value of the setting",
         OBJECTIVE + "space: {optimizer: {choices: [sgd, adamm]}}\n",
-        "space.optimizer.choices.1: `optimizer` must be one of sgd, adam, adamw, rmsprop "
-        "(got 'adamm'); fix: did you mean adam, adamw? pick one",
+        "space.optimizer.choices.1: `optimizer` must be one of sgd, adam, adamw, rmsprop or an "
+        "import path package.module:name (got 'adamm'); fix: did you mean adam, adamw? pick one",
     ),
     (
         "when branch naming no choice",
@@ -455,18 +456,28 @@ def test_find_study_file_by_name_yml_or_path(write, tmp_path):
     assert list_study_files(studies) == [studies / "lr.yml", studies / "optimizer.yaml"]
 
 
-def test_an_unknown_study_lists_the_available_ones(write):
-    write(OBJECTIVE + SPACE, "optimizer")
-    write(OBJECTIVE + SPACE, "lr_adam")
+def test_an_unknown_study_lists_yours_and_the_installed_ones(write):
+    write(OBJECTIVE + SPACE, "my_search")
     with pytest.raises(UsageError) as caught:
-        find_study_file("optimiser", Path("studies"))
+        find_study_file("my_serch", Path("studies"))
+    installed = [p.stem for p in list_study_files(bundled_dir())]
     assert str(caught.value) == (
-        "studies: no study file `optimiser`; fix: did you mean optimizer? available studies: "
-        "lr_adam, optimizer"
+        "studies: no study file `my_serch`; fix: did you mean my_search? available studies: "
+        + ", ".join(sorted([*installed, "my_search"]))
     )
 
 
-def test_no_study_files_at_all(tmp_path):
+def test_an_empty_folder_still_finds_the_installed_phases(tmp_path):
     assert list_study_files(tmp_path / "missing") == []
-    with pytest.raises(UsageError, match=r"no study file `x`; fix: write .*x\.yaml$"):
+    assert find_study_file("lr_adam", tmp_path) == bundled_dir() / "lr_adam.yaml"
+    with pytest.raises(UsageError, match=r"no study file `x`; fix: available studies: architecture"):
         find_study_file("x", tmp_path)
+
+
+def test_a_missing_studies_dir_is_refused(tmp_path):
+    with pytest.raises(UsageError) as caught:
+        find_study_file("lr_adam", tmp_path / "nowhere")
+    assert str(caught.value) == (
+        f"{tmp_path / 'nowhere'}: no such folder of study files; fix: create it, or pass an "
+        "existing --studies-dir (or set HPSEARCH_STUDIES_DIR)"
+    )

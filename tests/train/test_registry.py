@@ -14,6 +14,7 @@ WHERE = "studies/x.yaml: base.model"
 @pytest.fixture(autouse=True)
 def clean_registry(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", {"model": {}, "dataset": {}})
+    monkeypatch.setattr(registry, "_IMPORT_ROOTS", [])
 
 
 @pytest.fixture
@@ -54,14 +55,34 @@ def test_import_path_resolves_to_the_attribute(user_module):
     assert factory(None, (1,), 2) == "built"
 
 
-def test_missing_module_message():
+def test_missing_module_message_says_where_it_looked(tmp_path):
+    registry.add_import_root(tmp_path / "project")
     with pytest.raises(ConfigError) as error:
         resolve_factory("nowhere_pkg.nets:build", "model", WHERE)
     assert str(error.value) == (
         "studies/x.yaml: base.model: model factory `nowhere_pkg.nets:build`: module "
-        "`nowhere_pkg.nets` not found; fix: make it importable (install it or add its folder "
-        "to PYTHONPATH) or correct the path before the colon"
+        f"`nowhere_pkg.nets` not found (looked in {tmp_path / 'project'}, {tmp_path} and the "
+        "installed packages); fix: put nowhere_pkg.nets there, install it, or correct the "
+        "path before the colon"
     )
+
+
+def test_modules_resolve_from_the_working_directory_without_pythonpath(tmp_path):
+    (tmp_path / "hp_reg_cwd.py").write_text("def build(*args):\n    return 'from cwd'\n")
+    assert resolve_factory("hp_reg_cwd:build", "model", WHERE)() == "from cwd"
+
+
+def test_modules_resolve_from_a_study_files_folder(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "hp_reg_beside.py").write_text("def build(*args):\n    return 'beside'\n")
+    registry.add_import_root(project)
+    assert resolve_factory("hp_reg_beside:build", "model", WHERE)() == "beside"
+
+
+def test_nested_attributes_and_classes_resolve(user_module):
+    name = user_module("hp_reg_nested", "class Outer:\n    class Inner:\n        pass\n")
+    assert resolve_factory(f"{name}:Outer.Inner", "model", WHERE).__name__ == "Inner"
 
 
 def test_missing_attribute_message(user_module):
@@ -90,8 +111,8 @@ def test_a_module_whose_own_import_fails_is_not_reported_as_missing(user_module)
         resolve_factory(f"{name}:build", "model", WHERE)
     assert str(error.value) == (
         "studies/x.yaml: base.model: model factory `hp_reg_broken:build`: importing "
-        "`hp_reg_broken` failed (ModuleNotFoundError: No module named 'nowhere_dependency'); "
-        "fix: correct the error in hp_reg_broken"
+        "`hp_reg_broken` failed (ModuleNotFoundError: No module named 'nowhere_dependency' at "
+        "hp_reg_broken.py:1, in <module>); fix: correct the error in hp_reg_broken"
     )
 
 
@@ -99,7 +120,7 @@ def test_malformed_import_path_message():
     with pytest.raises(ConfigError) as error:
         resolve_factory("pkg.mod:", "model", WHERE)
     assert str(error.value) == (
-        "studies/x.yaml: base.model: model `pkg.mod:` is not a valid import path; "
+        "studies/x.yaml: base.model: model factory `pkg.mod:` is not a valid import path; "
         "fix: write it as package.module:function"
     )
 
