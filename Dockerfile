@@ -1,5 +1,6 @@
-# A worker image: hpsearch with its dependencies; the study files and storage come from the
-# host (see docker-compose.yml). Validated as a file by tests/test_deploy_files.py.
+# A worker image: hpsearch with its dependencies and its phase files (installed with the
+# package); a project's own study files and the storage come from the host (see
+# docker-compose.yml). Validated as a file by tests/test_deploy_files.py.
 FROM python:3.11-slim
 
 WORKDIR /app
@@ -7,10 +8,10 @@ WORKDIR /app
 RUN pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml README.md ./
 COPY hpsearch ./hpsearch
-RUN pip install --no-cache-dir .
+# The protocol's phase files install as the package `hpsearch.studies` (pyproject.toml).
 COPY studies ./studies
+RUN pip install --no-cache-dir .
 
-ENV HPSEARCH_STUDIES_DIR=/app/studies \
-    HPSEARCH_DATA_DIR=/data
+ENV HPSEARCH_DATA_DIR=/data
 ENTRYPOINT ["hpsearch"]
 CMD ["studies"]

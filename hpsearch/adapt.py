@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from hpsearch.config import TrainConfig
-from hpsearch.errors import ConfigError, SpecError, UsageError, format_problem
+from hpsearch.errors import ConfigError, SpecError, UsageError
 from hpsearch.metrics import METRICS
 from hpsearch.spec import MissingSpace, SearchSpace, StudySpec
 from hpsearch.spec._params import walk
@@ -152,9 +152,9 @@ def check_task(spec: StudySpec, config: TrainConfig, data: Any) -> None:
                                    and "loss" in m)
             phase = (" (a protocol phase: override it with a study file of the same name in "
                      "your studies/ folder)") if spec.phase else ""
-            raise SpecError(spec.file, where, format_problem(
-                "", "", f"`{metric}` needs accuracy, which loss `{config.loss}` does not give",
-                None, f"select on a loss-based metric ({loss_based}){phase}"))
+            raise SpecError(spec.file, where,
+                            f"`{metric}` needs accuracy, which loss `{config.loss}` does not give",
+                            None, f"select on a loss-based metric ({loss_based}){phase}")
 
 
 def _has_accuracy(config: TrainConfig, data: Any) -> bool | None:

@@ -28,6 +28,7 @@ class ProgressObserver:
             TimeElapsedColumn(),
             console=console,
             transient=transient,  # the protocol replaces each bar by its phase's summary line
+            disable=not console.is_terminal,  # piped or logged: the summary lines only
         )
         self._task = None
 
@@ -117,13 +118,19 @@ def _fmt(value: Any) -> str:
 
 
 def print_studies(rows: list[dict]) -> None:
-    table = Table(title="studies")
-    for column in ("study", "from", "phase", "description", "done", "best", "choice"):
-        table.add_column(column)
+    # The description only where it fits: on 80 columns the other six need the room.
+    columns = ["study", "from", "phase", "done", "best", "choice"]
+    if console.width >= 120:
+        columns.insert(3, "description")
+    table = Table(title="studies (from: your studies folder, or installed with hpsearch)")
+    for column in columns:
+        fixed = column in ("study", "done", "best")  # short: kept whole, the others fold
+        table.add_column(column, no_wrap=fixed, overflow="ellipsis" if fixed else "fold")
     for row in rows:
         budget = "grid" if row["budget"] is None else row["budget"]  # a grid's size: per model
-        table.add_row(row["study"], row["from"], row["phase"], row["description"],
-                      f"{row['done']}/{budget}", _fmt(row["best"]), row["choice"])
+        cells = {**row, "done": f"{row['done']}/{budget}",
+                 "best": "-" if row["best"] is None else _fmt(row["best"])}
+        table.add_row(*(str(cells[column]) for column in columns))
     console.print(table)
 
 

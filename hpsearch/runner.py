@@ -7,6 +7,7 @@ several workers sharing one storage stop together once the study has enough tria
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -130,7 +131,7 @@ def _run_baseline(study: optuna.Study, objective: StudyObjective, guard: _Budget
         study.enqueue_trial({}, user_attrs={ATTR_BASELINE: True})
     sampler, study.sampler = study.sampler, optuna.samplers.RandomSampler()
     try:
-        study.optimize(objective, n_trials=1, callbacks=[guard], catch=(TrialCrashed,))
+        study.optimize(objective, n_trials=1, callbacks=[guard], catch=_caught())
     finally:
         study.sampler = sampler
 
@@ -149,13 +150,19 @@ def _optimize(
     if baseline:
         _run_baseline(study, objective, guard)
     if _finished(study) < budget and not guard.stopped:
-        study.optimize(objective, callbacks=[guard], catch=(TrialCrashed,), gc_after_trial=False)
+        study.optimize(objective, callbacks=[guard], catch=_caught(), gc_after_trial=False)
     if guard.stopped:
         raise TrainingError(
             f"{guard.consecutive_failures} trials in a row failed{guard.why}; last: "
             f"{guard.last_error}; fix: correct the code there (the error is stored on each "
             f"failed trial; rerun with --debug for the whole traceback)"
         )
+
+
+def _caught() -> tuple[type[Exception], ...]:
+    """A crashed trial is recorded FAIL and the study goes on; with --debug
+    (HPSEARCH_DEBUG=1) the first crash stops it, so its whole traceback can be shown."""
+    return () if os.environ.get("HPSEARCH_DEBUG") == "1" else (TrialCrashed,)
 
 
 @dataclass

@@ -39,3 +39,19 @@ def test_dockerfile_installs_the_pinned_torch_and_the_package():
     assert instructions[-2:] == ['ENTRYPOINT ["hpsearch"]', 'CMD ["studies"]']
     for copied in ("hpsearch", "studies", "pyproject.toml"):
         assert any(l.startswith("COPY") and copied in l for l in instructions)
+
+
+def test_dockerfile_copies_the_phase_files_before_installing_the_package():
+    """They install as the package hpsearch.studies: `pip install .` needs them there."""
+    lines = [l.strip() for l in (REPO / "Dockerfile").read_text().splitlines()]
+    install = lines.index("RUN pip install --no-cache-dir .")
+    assert lines.index("COPY studies ./studies") < install
+    assert lines.index("COPY hpsearch ./hpsearch") < install
+
+
+def test_compose_workers_read_the_data_folder_and_write_a_cache_of_their_own():
+    worker = compose()["services"]["worker"]
+    assert "./storage/data:/data:ro" in worker["volumes"]
+    cache = worker["environment"]["HPSEARCH_CACHE_DIR"]
+    assert any(v.endswith(f":{cache}") and not v.startswith(".") for v in worker["volumes"])
+    assert "datacache" in compose()["volumes"]

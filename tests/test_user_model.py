@@ -18,13 +18,14 @@ from tests.conftest import REPO
 EXAMPLE = REPO / "examples" / "my_project"
 
 
-def test_readme_example_runs_from_a_module_outside_the_package(tmp_path):
+def test_readme_example_runs_from_a_copy_of_its_folder_with_a_plain_hpsearch(tmp_path):
     project = tmp_path / "my_project"
-    shutil.copytree(EXAMPLE, project)  # the user's folder, nowhere near hpsearch's code
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("storage"))
     url = f"sqlite:///{tmp_path / 'mine.db'}"
-    command = [sys.executable, "-m", "hpsearch", "run", "--study", "tune_my_net.yaml",
-               "--storage", url, "--trials", "3", "--set", "epochs=3"]
-    env = {**os.environ, "PYTHONPATH": str(project)}
+    command = ["hpsearch", "run", "--study", "tune_my_net.yaml", "--storage", url,
+               "--trials", "3", "--set", "epochs=3"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as a user runs it
+    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env['PATH']}"
     done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     trials = optuna.load_study(study_name="tune_my_net", storage=url).get_trials()

@@ -10,7 +10,7 @@ from hpsearch.config import resolve_config
 from hpsearch.errors import UsageError
 from hpsearch.protocol.chain import ATTR_SELECTION
 from hpsearch.results import load_study
-from hpsearch.train import DataSplits, load_data, resolve_device, test
+from hpsearch.train import DataSplits, fit_and_test, load_data, resolve_device
 
 ATTR_TEST = "test"  # study attribute: the one test evaluation of the study's choice
 
@@ -53,7 +53,7 @@ def _train_and_test(choice: Mapping[str, Any], overrides: dict, name: str) -> di
             f"study `{name}`: data set `{config.dataset}` has no test split; fix: return a "
             "`test` split from the data factory"
         )
-    _, result = test(config, data, device)  # whoever trains: hpsearch, a hook, Lightning
+    _, result = fit_and_test(config, data, device)  # whoever trains: hpsearch, a hook, Lightning
     return {
         "test_loss": result["loss"],
         "test_acc": result["acc"],  # None for a task without accuracy (regression)

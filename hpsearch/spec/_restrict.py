@@ -39,7 +39,7 @@ def _restrict_one(param: Param, keep: Keep) -> tuple[Param | None, list[str]]:
     for choice in param.choices:
         original = param.branches.get(choice, ())
         branch, lost = restrict(original, keep)
-        dropped += lost
+        dropped += [name for name in lost if name not in dropped]
         if param.selector and original and not branch:
             continue  # nothing of this branch reaches the model: the choice would be a no-op
         choices.append(choice)

@@ -20,7 +20,7 @@ from hpsearch.spec._messages import did_you_mean
 STUDIES_DIR_ENV = "HPSEARCH_STUDIES_DIR"
 DEFAULT_USER_DIR = Path("studies")
 STUDY_SUFFIXES = (".yaml", ".yml")
-BUNDLED = "installed with hpsearch"
+BUNDLED = "installed"  # a phase file installed with hpsearch
 
 
 @dataclass(frozen=True)

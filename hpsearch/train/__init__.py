@@ -10,7 +10,7 @@ from hpsearch.train.data import DataSplits, TensorSplit, default_data_dir, load_
 from hpsearch.train.loop import Diverged, evaluate, resolve_device
 from hpsearch.train.models import build_model
 from hpsearch.train.registry import dataset, declare, model, resolve_factory
-from hpsearch.train.trainers import fit, test, train
+from hpsearch.train.trainers import fit, fit_and_test, train
 
 __all__ = [
     "DataSplits",
@@ -22,10 +22,10 @@ __all__ = [
     "default_data_dir",
     "evaluate",
     "fit",
+    "fit_and_test",
     "load_data",
     "model",
     "resolve_device",
     "resolve_factory",
-    "test",
     "train",
 ]

@@ -63,13 +63,15 @@ def honoured_settings(model_cls: type, data_cls: type | None) -> set[str]:
     return names | {"epochs", "seed", "grad_clip"}
 
 
-def build_module(config: TrainConfig, data: DataSplits | DataModuleSource,
-                 where: str = "model") -> Any:
-    """The LightningModule `config.model`, built with the arguments its constructor names."""
+def build_module(config: TrainConfig, data: Any, where: str = "model") -> Any:
+    """The LightningModule `config.model`, built with the arguments its constructor names;
+    `input_shape` and `num_classes` come from hpsearch's data, or from attributes of the
+    same names on a LightningDataModule."""
     cls = resolve_factory(config.model, "model", where)
-    extras = {}
     if isinstance(data, DataSplits):
         extras = {"input_shape": tuple(data.input_shape), "num_classes": data.num_classes}
+    else:
+        extras = {n: getattr(data, n) for n in _PASSED[1:] if getattr(data, n, None) is not None}
     kwargs = _arguments(cls, config, config.model_args, extras, f"{where}: model_args")
     return _construct(f"LightningModule `{config.model}`", cls, kwargs)
 
@@ -99,7 +101,19 @@ def _arguments(cls: type, config: TrainConfig, own: dict, extras: dict, where: s
             kwargs[name] = extras[name]
         elif is_setting(name) and name not in _NOT_PASSED and getattr(config, name) is not None:
             kwargs[name] = getattr(config, name)  # None: the constructor's own default
+    _check_required(cls, params, kwargs, where)
     return kwargs
+
+
+def _check_required(cls: type, params, kwargs: dict, where: str) -> None:
+    missing = [n for n, p in params.items() if n != "self" and n not in kwargs
+               and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if missing:
+        raise ConfigError(
+            f"{where}: {cls.__name__}.__init__ needs {', '.join(missing)}, which nothing "
+            f"gives; fix: set it in args (model_args / dataset_args), give it a default, or "
+            f"(input_shape, num_classes) give the LightningDataModule attributes of that name"
+        )
 
 
 def _construct(what: str, cls: type, kwargs: dict) -> Any:
@@ -118,10 +132,11 @@ def fit_lightning(
 
     with _quiet():
         pl.seed_everything(config.seed, workers=True, verbose=False)
-        module = build_module(config, data)
+        loaders = _fit_data(config, data, device)
+        module = build_module(config, loaders.get("datamodule", data))
         reporter = Reporter(f"LightningModule `{config.model}`", on_epoch)
         trainer = _trainer(pl, config, device, [_callback(pl, config, reporter)])
-        _run(reporter, lambda: trainer.fit(module, **_fit_data(config, data, device)))
+        _run(reporter, lambda: trainer.fit(module, **loaders))
     return module, reporter.history
 
 
@@ -252,6 +267,8 @@ def _quiet() -> Iterator[None]:
             from lightning.fabric.utilities.warnings import PossibleUserWarning
 
             warnings.simplefilter("ignore", PossibleUserWarning)
+            # Lightning's own deprecation notices about torch internals: not the user's code.
+            warnings.filterwarnings("ignore", category=FutureWarning, module="lightning")
             yield
     finally:
         for logger, level in zip(loggers, levels):

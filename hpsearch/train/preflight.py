@@ -33,9 +33,9 @@ def preflight(
         load_import_path(config.fit, "fit hook", f"{where}.fit")
         return
     if kind == LIGHTNING:
-        lightning.build_module(config, data, f"{where}.model")
         if isinstance(data, DataModuleSource):
-            lightning.build_datamodule(config, data, f"{where}.dataset")
+            data = lightning.build_datamodule(config, data, f"{where}.dataset")
+        lightning.build_module(config, data, f"{where}.model")
         return
     if not isinstance(data, DataSplits):
         raise ConfigError(f"{where}.dataset: `{config.dataset}` is a LightningDataModule; fix: "

@@ -51,7 +51,7 @@ def train(
     return fit(config, data, device, on_epoch)[1]
 
 
-def test(
+def fit_and_test(
     config: TrainConfig, data: DataSplits | DataModuleSource, device: torch.device
 ) -> tuple[Any, dict[str, Any]]:
     """Train `config` once more and evaluate the final model once on the test split:

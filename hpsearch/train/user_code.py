@@ -17,12 +17,11 @@ from hpsearch.errors import UserCodeError
 # Frames in these folders are not the user's: hpsearch itself, the standard library and
 # installed packages (torch, lightning...). The innermost remaining frame is where it broke.
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
-_NOT_USER = tuple(
-    str(Path(p).resolve()) for p in {
+_NOT_USER = tuple(sorted(  # the deepest first: site-packages before the lib/ around it
+    (str(Path(p).resolve()) for p in {
         str(_PACKAGE_DIR),
         *(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")),
-    }
-)
+    }), key=len, reverse=True))
 
 
 def call_user(what: str, function: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -78,9 +77,11 @@ def _is_user_file(filename: str) -> bool:
 
 
 def _site(frame: traceback.FrameSummary) -> str:
-    path = Path(frame.filename)
-    try:
-        shown = path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        shown = path
-    return f"{shown}:{frame.lineno}, in {frame.name}"
+    """`my_nets.py:12, in build_net`: relative to the working directory, or to the folder of
+    installed packages (`torch/nn/modules/linear.py:134`) when no frame is the user's."""
+    path = Path(frame.filename).resolve()
+    for root in (Path.cwd().resolve(), *map(Path, _NOT_USER)):
+        if path.is_relative_to(root):
+            path = path.relative_to(root)
+            break
+    return f"{path}:{frame.lineno}, in {frame.name}"

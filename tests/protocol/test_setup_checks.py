@@ -338,3 +338,38 @@ def test_the_batch_is_drawn_at_random_not_the_first_samples():
 def test_overfit_uses_at_most_the_configured_batch_size(digits):
     result = check_overfit_one_batch(TrainConfig(batch_size=8), digits, CPU)
     assert result.passed and result.detail.startswith("a batch of 8 training samples")
+
+
+# --- other losses and trainers -------------------------------------------------------------
+
+
+def _regression_data() -> DataSplits:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 4, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 0.0])
+    return DataSplits(TensorSplit(x[:300], y[:300]), TensorSplit(x[300:], y[300:]), None, 1, (4,))
+
+
+def test_a_regression_task_checks_what_applies_and_memorises_on_the_loss():
+    config = TrainConfig(dataset="toy", loss="mse", depth=1, width=32)
+    results = {r.name: r for r in run_setup_checks(config, _regression_data(), CPU)}
+    assert results["labels"].detail == "not checked: loss `mse` takes no class labels"
+    assert results["initial_loss"].detail.startswith("not checked: no expected initial value")
+    memorised = results["overfit_one_batch"]
+    assert memorised.passed and "(target 5% of the start)" in memorised.detail
+    assert all(r.passed for r in results.values())
+
+
+def test_nll_expects_ln_k_of_log_probabilities(digits, models):
+    @registry.model("log_softmax_linear")
+    def build(config, input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes), nn.LogSoftmax(dim=1))
+
+    result = check_initial_loss(TrainConfig(model="log_softmax_linear", loss="nll"), digits, CPU)
+    assert result.passed and result.detail.startswith("untrained validation NLL ")
+
+
+def test_a_fit_hook_run_skips_the_model_checks(digits):
+    results = run_setup_checks(TrainConfig(fit="pkg.mod:fit"), digits, CPU)
+    assert [r.passed for r in results] == [True] * 5
+    assert results[3].detail == "not checked: the fit hook trains the model itself"

@@ -88,3 +88,39 @@ def test_scheduler_steps_the_factor_every_batch():
 def test_step_size_must_be_positive():
     with pytest.raises(ConfigError, match="step_size must be >= 1 epoch, got 0"):
         lr_factor(TrainConfig(scheduler="step", step_size=0), 5, 10)
+
+
+# --- torch's own defaults, import paths ---------------------------------------------------
+
+
+def test_rmsprop_keeps_torchs_zero_momentum_unless_set():
+    assert optimizer(optimizer="rmsprop").param_groups[0]["momentum"] == 0
+
+
+def test_each_builtin_keeps_torchs_defaults_for_what_is_not_set():
+    sgd = optimizer(optimizer="sgd", lr=0.1).param_groups[0]
+    assert (sgd["momentum"], sgd["weight_decay"], sgd["nesterov"]) == (0, 0, False)
+    adamw = optimizer(optimizer="adamw").param_groups[0]
+    assert (adamw["betas"], adamw["weight_decay"]) == ((0.9, 0.999), 0.01)  # torch's AdamW
+    adam = optimizer(optimizer="adam", beta2=0.99).param_groups[0]
+    assert adam["betas"] == (0.9, 0.99)  # one beta given: the other stays torch's
+
+
+def test_an_import_path_names_any_torch_optimizer_with_its_arguments():
+    opt = optimizer(optimizer="torch.optim:Adadelta", lr=1.0, optimizer_args={"rho": 0.8})
+    assert type(opt) is torch.optim.Adadelta
+    assert (opt.param_groups[0]["lr"], opt.param_groups[0]["rho"]) == (1.0, 0.8)
+
+
+def test_arguments_an_optimizer_refuses_are_one_line():
+    with pytest.raises(ConfigError) as error:
+        optimizer(optimizer="sgd", optimizer_args={"bogus": 1})
+    assert str(error.value).startswith(
+        "optimizer `sgd` refused its arguments (lr=0.001, nesterov=False, bogus=1): TypeError: ")
+    assert str(error.value).endswith("; fix: correct optimizer_args or the optimizer settings")
+
+
+def test_an_optimizer_path_that_is_no_class_says_so():
+    with pytest.raises(ConfigError, match="optimizer `torch.optim:NoSuch`: module `torch.optim` "
+                                          "has no attribute `NoSuch`"):
+        optimizer(optimizer="torch.optim:NoSuch")
