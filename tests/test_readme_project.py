@@ -30,12 +30,11 @@ COMMANDS = [line for block in re.findall(r"```bash\n(.*?)```", SECTION, re.S)
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory):
     """`main/examples` (a copy) beside `shared/` (the offline data, read only)."""
-    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
-        pytest.skip(f"{SHARED_DATA} is absent")
     root = tmp_path_factory.mktemp("user")
     shutil.copytree(REPO / "examples", root / "main" / "examples",
                     ignore=shutil.ignore_patterns("storage", "__pycache__"))
-    (root / "shared").symlink_to(SHARED_DATA.parent, target_is_directory=True)
+    if SHARED_DATA.is_dir():
+        (root / "shared").symlink_to(SHARED_DATA.parent, target_is_directory=True)
     return root / "main"
 
 
@@ -128,6 +127,8 @@ def test_the_section_shows_a_command_for_every_example():
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_runs_verbatim(command, layout):
+    if "shared/data" in command and not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"needs the offline data sets in {SHARED_DATA}")  # the rest run without
     done = run(command, layout)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     folder = re.match(r"cd examples/(\w+) &&", command).group(1)

@@ -12,7 +12,7 @@ from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError
 from hpsearch.train import DataSplits, Diverged, TensorSplit, evaluate, fit, load_data, resolve_device, train
 from hpsearch.train.augment import random_flip, random_translate
-from hpsearch.train.loop import batch_bounds
+from hpsearch.train.loop import batch_bounds, data_loader
 
 CPU = torch.device("cpu")
 RECORD_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"}
@@ -171,3 +171,18 @@ def test_cuda_without_cuda_is_a_one_line_config_error():
     with pytest.raises(ConfigError) as error:
         resolve_device("cuda")
     assert str(error.value) == "device `cuda`: CUDA is not available here; fix: use device=auto or device=cpu"
+
+
+def test_a_dataset_split_streams_with_the_loading_settings():
+    split = TensorDataset(torch.zeros(10, 2), torch.zeros(10, dtype=torch.long))
+    config = TrainConfig(num_workers=2, pin_memory=True, persistent_workers=True, batch_size=4)
+    loader = data_loader(split, config, torch.device("cpu"), shuffle=None)
+    assert (loader.num_workers, loader.persistent_workers, loader.batch_size) == (2, True, 4)
+    assert loader.pin_memory is False  # pinning only helps copies to CUDA
+    solo = data_loader(split, TrainConfig(persistent_workers=True), torch.device("cpu"), None)
+    assert solo.persistent_workers is False  # needs workers
+
+
+def test_loading_settings_do_not_change_a_studys_fixed_settings():
+    fixed = TrainConfig(num_workers=4, pin_memory=True).fixed_settings()
+    assert {"num_workers", "pin_memory", "persistent_workers"}.isdisjoint(fixed)

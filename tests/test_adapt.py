@@ -1,0 +1,84 @@
+"""The installed phase files made concrete for a user's model (adapt.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpsearch.adapt import adapt
+from hpsearch.config import TrainConfig
+from hpsearch.spec import load_study_spec
+from hpsearch.spec.catalog import bundled_dir
+from hpsearch.train.contract import contract_for
+
+FACTORY = '''
+import hpsearch
+
+@hpsearch.declare(space={"fc": {"type": "int", "low": 16, "high": 256},
+                         "blocks": {"type": "int", "low": 1, "high": 3}})
+def cnn(config, input_shape, num_classes, fc=64, blocks=2):
+    return None
+
+@hpsearch.declare(space={"fc": {"type": "int", "low": 16, "high": 256}}, honours=["norm"])
+def normed(config, input_shape, num_classes, fc=64):
+    return None
+'''
+
+
+@pytest.fixture(autouse=True)
+def factories(tmp_path, monkeypatch):
+    (tmp_path / "hp_adapt.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def adapted(phase: str, model: str):
+    spec = load_study_spec(bundled_dir() / f"{phase}.yaml")
+    config = TrainConfig(model=model)
+    return adapt(spec, config, contract_for(config), lambda parent: None)
+
+
+def test_the_architecture_phase_searches_the_declared_knobs():
+    result = adapted("architecture", "hp_adapt:cnn")
+    assert result.skip is None
+    assert result.spec.space.sampled_settings() == {"model_args.fc", "model_args.blocks"}
+
+
+def test_batchnorm_does_not_fall_back_to_the_declared_knobs():
+    result = adapted("batchnorm", "hp_adapt:cnn")  # its knobs are ranges: a grid would fail
+    assert result.skip == ("model `hp_adapt:cnn` honours none of the settings this phase "
+                           "searches (norm): nothing to compare")
+    assert not result.spec.space.sampled_settings()
+
+
+def test_batchnorm_searches_norm_for_a_model_that_reads_it():
+    result = adapted("batchnorm", "hp_adapt:normed")
+    assert result.skip is None and result.spec.space.grid() == {"norm": ["batch", "layer"]}
+
+
+def test_a_model_family_a_phase_has_no_space_for_skips_it():
+    result = adapted("architecture", "torchvision:resnet18")
+    assert result.skip == ("no search space for model family `torchvision` (model "
+                           "`torchvision:resnet18`): this phase has nothing to search for it")
+
+
+def test_regularization_drops_what_the_model_does_not_read():
+    result = adapted("regularization", "hp_adapt:cnn")
+    (regularizer,) = result.spec.space.params
+    assert regularizer.choices == ("l1", "l2", "label_smoothing", "noise")
+    assert result.not_searched == ["dropout"]
+
+
+def test_the_setup_phase_still_runs_its_reference_trial_at_the_models_defaults():
+    spec = load_study_spec(bundled_dir() / "setup.yaml")
+    config = TrainConfig(fit="hp_adapt:cnn")  # a "hook" that reads no lr
+    result = adapt(spec, config, contract_for(config), lambda parent: None)
+    assert result.skip is None and result.spec.space.grid_size() == 1
+    assert result.not_searched == ["lr"]
+
+
+def test_a_refinement_around_a_skipped_parent_is_skipped():
+    spec = load_study_spec(bundled_dir() / "lr_adam_refine.yaml")
+    config = TrainConfig()
+    skipped = {"skipped": True, "reason": "skipped: nothing to compare", "config": {}}
+    result = adapt(spec, config, contract_for(config), lambda parent: skipped)
+    assert result.skip == ("it refines `lr` around study `lr_adam`, which was skipped "
+                           "(skipped: nothing to compare)")
