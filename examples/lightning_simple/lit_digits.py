@@ -21,6 +21,11 @@ from torch.utils.data import DataLoader, TensorDataset
 class LitMLP(pl.LightningModule):
     """1-3 hidden layers with one dropout; log-softmax outputs trained with NLL."""
 
+    # Its own architecture knobs (constructor arguments), for `hpsearch protocol`'s
+    # architecture phase: a plain attribute, so this file needs no hpsearch import.
+    search_space = {"n_layers": {"type": "int", "low": 1, "high": 3},
+                    "units_0": {"type": "int", "low": 4, "high": 128, "log": True}}
+
     def __init__(self, dropout: float = 0.2, n_layers: int = 1, units_0: int = 64,
                  units_1: int = 64, units_2: int = 64, lr: float = 1e-3):
         super().__init__()

@@ -86,15 +86,22 @@ def precondition_failure(precondition: str, inheritance: Inheritance) -> str | N
     criteria = choice.get("criteria") or {}
     if precondition == "overfits":
         gap = criteria.get("overfitting_gap")
-        # The trial's own verdict decides, at the threshold that applied to its gap: a peak
-        # accuracy means an accuracy gap, none (a regression task) a relative loss gap.
-        if criteria.get("peak_val_acc") is not None:
+        # The trial's own verdict decides, at the threshold that applied to its gap: both
+        # accuracies at the peak mean an accuracy gap, else (regression, a module logging no
+        # train accuracy) a relative loss gap. Choices stored before the kind was: by accuracy.
+        kind = criteria.get("overfitting_gap_kind") or (
+            "accuracy" if criteria.get("peak_val_acc") is not None else "loss")
+        if kind == "accuracy":
             gap_name, threshold = "train-val accuracy gap", OVERFIT_ACC_GAP
         else:
             gap_name, threshold = "relative val-train loss gap", OVERFIT_LOSS_GAP
+        if gap is None:
+            return ("the inherited choice's overfitting gap is unknown (its runs report no "
+                    "train loss or accuracy at the peak); regularization applies only when "
+                    "overfitting [003]")
         overfits = criteria.get("overfits")
         if overfits is None:  # a choice stored before criteria had `overfits`: judge its gap
-            overfits = gap is not None and gap > threshold
+            overfits = gap > threshold
         if not overfits:
             return (
                 f"the inherited choice does not overfit ({gap_name} {_fmt(gap)} "

@@ -334,10 +334,17 @@ def overfitting_gap(history: History) -> float:
     gap only grows with extra epochs. Well above 0 = overfitting, add regularization; below 0
     (train under validation) = underfitting, weaken it [003].
     """
-    if has_accuracy(history):
+    if gap_kind(history) == "accuracy":
         return _at_peak(history, "train_acc") - _at_peak(history, "val_acc")
     val_loss, train_loss = _at_peak(history, "val_loss"), _at_peak(history, "train_loss")
     return (val_loss - train_loss) / max(abs(val_loss), _TINY)
+
+
+def gap_kind(history: History) -> str:
+    """`accuracy` when the peak epoch has both accuracies, else `loss`: a run that logs a
+    validation accuracy but no train accuracy (a LightningModule, a hook) still has a gap."""
+    both = all(math.isfinite(_at_peak(history, key)) for key in ("train_acc", "val_acc"))
+    return "accuracy" if both else "loss"
 
 
 def overfits(history: History, gap: float | None = None) -> bool:
@@ -348,7 +355,7 @@ def overfits(history: History, gap: float | None = None) -> bool:
     undefined gap gives False.
     """
     if gap is None:
-        gap = OVERFIT_ACC_GAP if has_accuracy(history) else OVERFIT_LOSS_GAP
+        gap = OVERFIT_ACC_GAP if gap_kind(history) == "accuracy" else OVERFIT_LOSS_GAP
     return overfitting_gap(history) > gap
 
 
@@ -428,6 +435,7 @@ def all_criteria(history: History) -> dict[str, float | int | bool | str | None]
         "peak_epoch": peak_epoch(history),
         "val_loss_at_peak": val_loss_at_peak(history),
         "overfitting_gap": overfitting_gap(history),
+        "overfitting_gap_kind": gap_kind(history),
         "overfits": overfits(history),
         "stability": stability(history),
         "convergence_epochs": convergence_epochs(history),

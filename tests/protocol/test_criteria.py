@@ -408,11 +408,13 @@ def test_mixed_history_is_judged_on_the_epochs_that_report_accuracy(criterion, e
     assert criterion(MIXED) == expected
 
 
-def test_mixed_history_gap_is_undefined_without_a_train_accuracy_at_the_peak():
-    history = curve([1.0, 0.5], train_acc=[0.9, None], val_acc=[0.6, 0.8])
-    assert math.isnan(overfitting_gap(history))
-    assert not overfits(history)
-    assert all_criteria(history)["overfitting_gap"] is None
+def test_without_a_train_accuracy_at_the_peak_the_gap_is_the_loss_gap():
+    # A LightningModule that logs val_acc but no train accuracy: its losses still tell.
+    history = curve([1.0, 0.3], train_acc=[0.9, None], val_acc=[0.6, 0.8], val_loss=[1.0, 0.5])
+    assert overfitting_gap(history) == pytest.approx((0.5 - 0.3) / 0.5)
+    assert overfits(history)  # 0.4 > the relative loss threshold 0.2
+    criteria = all_criteria(history)
+    assert criteria["overfitting_gap_kind"] == "loss" and criteria["peak_val_acc"] == 0.8
 
 
 def test_mixed_history_stability_uses_only_fully_reported_triples():
@@ -475,4 +477,9 @@ def test_precondition_overfits_follows_the_trial_verdict_and_names_its_threshold
     assert precondition_failure("overfits", inherited(GOOD)) == (
         "the inherited choice does not overfit (train-val accuracy gap 0.020 <= 0.05); "
         "regularization applies only when overfitting [003]"
+    )
+    no_train_metrics = [{"epoch": 1, "val_loss": 1.0, "val_acc": 0.5}]
+    assert precondition_failure("overfits", inherited(no_train_metrics)) == (
+        "the inherited choice's overfitting gap is unknown (its runs report no train loss or "
+        "accuracy at the peak); regularization applies only when overfitting [003]"
     )
