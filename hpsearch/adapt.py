@@ -19,7 +19,7 @@ from hpsearch.metrics import METRICS
 from hpsearch.spec import MissingSpace, SearchSpace, StudySpec
 from hpsearch.spec._params import walk
 from hpsearch.train.contract import Contract
-from hpsearch.train.losses import REGRESSION, task_of
+from hpsearch.train.losses import CUSTOM, REGRESSION, task_of
 from hpsearch.train.registry import declared_space, resolve_factory
 from hpsearch.train.splits import DataSplits, TensorSplit
 
@@ -159,13 +159,11 @@ def check_task(spec: StudySpec, config: TrainConfig, data: Any) -> None:
 
 def _has_accuracy(config: TrainConfig, data: Any) -> bool | None:
     """False for a regression loss, or a custom loss on targets that are no class indices;
-    None when only the trained run can tell (a fit hook, Lightning)."""
+    None when only the trained run can tell (a fit hook, Lightning, a Dataset)."""
     task = task_of(config)
-    if task == REGRESSION:
-        return False
-    if config.fit is not None or not isinstance(data, DataSplits):
+    if task != CUSTOM:
+        return task != REGRESSION
+    train = data.train if isinstance(data, DataSplits) and config.fit is None else None
+    if not isinstance(train, TensorSplit):
         return None
-    train = data.train
-    if config.loss not in ("cross_entropy", "nll", "bce") and isinstance(train, TensorSplit):
-        return train.y.dim() == 1 and not train.y.is_floating_point()
-    return None if task not in ("classification", "binary") else True
+    return train.y.dim() == 1 and not train.y.is_floating_point()

@@ -223,13 +223,15 @@ def lr_find(study, storage, settings, device, data_dir, plot, record, tag, studi
 @reports_errors
 def settings() -> None:
     """List every training setting with its type and default (for `base`, `space`, `--set`)."""
-    for name, value in config_module.TrainConfig().to_dict().items():
+    settings_ = config_module.TrainConfig().to_dict()
+    width = max(16, *(len(name) + 1 for name in settings_))
+    for name, value in settings_.items():
         kind = config_module.base_type(name).__name__
         choices = config_module.CHOICES.get(name)
         named = config_module.NAMES_OR_PATHS.get(name)
         extra = f"  one of: {', '.join(choices)}" if choices else ""
         extra = f"  one of: {', '.join(named)}, or an import path" if named else extra
-        click.echo(f"{name:<16} {kind:<6} default {value!r}{extra}")
+        click.echo(f"{name:<{width}} {kind:<6} default {value!r}{extra}")
 
 
 def main() -> None:

@@ -197,8 +197,9 @@ def test_every_command_has_help(command):
 
 def test_settings_lists_every_knob():
     result = invoke("settings")
-    assert "lr               float  default 0.001" in result.output
-    assert "one of: sgd, adam, adamw, rmsprop" in result.output
+    assert "lr                  float  default 0.001" in result.output
+    assert "one of: sgd, adam, adamw, rmsprop, or an import path" in result.output
+    assert "momentum            float  default None" in result.output  # torch's own default
 
 
 def test_resumed_random_study_does_not_repeat_parameters(tiny, tmp_path):
