@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 import hpsearch
 from hpsearch.cli import cli
 from hpsearch.errors import SpecError, UsageError
+from tests.lightning_doubles import write_lightning_project
 
 PROJECT = '''
 import torch
@@ -233,44 +234,13 @@ def test_lr_find_refuses_a_run_the_users_code_trains(project):
         hpsearch.lr_find_for_study(str(path), storage=url_of(project))
 
 
-LIGHTNING = '''
-import lightning.pytorch as pl
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-STEPS = []
-
-class Tiny(pl.LightningModule):
-    def __init__(self, num_classes, lr=1e-3, hidden=16):
-        super().__init__()
-        self.lr = lr
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, num_classes))
-
-    def training_step(self, batch, index):
-        x, y = batch
-        STEPS.append(index)
-        loss = F.cross_entropy(self.net(x), y)
-        self.log("train_loss", loss, on_epoch=True, on_step=False)
-        self.log("user_steps", float(len(STEPS)), on_epoch=True, on_step=False, reduce_fx="max")
-        return loss
-
-    def validation_step(self, batch, index):
-        x, y = batch
-        out = self.net(x)
-        self.log("val_loss", F.cross_entropy(out, y))
-        self.log("val_acc", (out.argmax(1) == y).float().mean())
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
-'''
-
-
 def test_a_lightning_module_is_tuned_end_to_end_and_pruned(project):
     pytest.importorskip("lightning")
-    (project / "hp_tiny_lit.py").write_text(LIGHTNING)
-    path = study_file(project, "lit", 'base: {model: "hp_tiny_lit:Tiny", epochs: 3, batch_size: 128}\n'
+    lit = write_lightning_project(project)
+    path = study_file(project, "lit",
+                      'base:\n  model: "hp_lit:Lit"\n  epochs: 3\n  batch_size: 128\n'
+                      '  logged_metrics: {train_loss: "my/train", val_loss: "my/val", '
+                      'val_acc: "my/acc"}\n'
                       "objective: {metric: val_acc}\nsampler: {name: tpe, seed: 0}\n"
                       "pruner: {name: percentile, percentile: 50.0, n_startup_trials: 1}\n"
                       "trials: 4\nspace:\n"
@@ -280,13 +250,11 @@ def test_a_lightning_module_is_tuned_end_to_end_and_pruned(project):
     study = optuna.load_study(study_name="lit", storage=url_of(project))
     assert summary.counts.get("PRUNED", 0) >= 1 and summary.counts.get("COMPLETE", 0) >= 1
     first = study.trials[0]
-    import hp_tiny_lit
-
     assert first.user_attrs["config"]["lr"] == first.params["lr"]
     history = first.user_attrs["history"]
     assert history[-1]["user_steps"] == 11 * len(history)  # its training_step: 11 a epoch
-    assert len(hp_tiny_lit.STEPS) == sum(11 * len(t.user_attrs["history"]) for t in study.trials)
-    assert summary.choice["config"]["model"] == "hp_tiny_lit:Tiny"
+    assert len(lit.STEPS) == sum(11 * len(t.user_attrs["history"]) for t in study.trials)
+    assert summary.choice["config"]["model"] == "hp_lit:Lit"
 
 
 # --- the protocol from any folder -------------------------------------------------------------

@@ -34,8 +34,12 @@ CHECK_EVERY = 10  # steps between accuracy reads while overfitting (each one syn
 # hpsearch's choice (no source gives one); the reference MLP reaches 1% within 300 steps.
 MEMORISED_LOSS_FRACTION = 0.05
 # Cross-entropy of an untrained model on K classes is about ln K [004]; bce of logits near 0
-# is ln 2 for every output.
-_EXPECTED_LOSS = {"cross_entropy": math.log, "nll": math.log, "bce": lambda k: math.log(2)}
+# is ln 2 for every output. loss -> (its name in messages, the expected value's, the value).
+_EXPECTED_LOSS = {
+    "cross_entropy": ("cross-entropy", "ln({k})", math.log),
+    "nll": ("NLL", "ln({k})", math.log),
+    "bce": ("binary cross-entropy", "ln(2)", lambda k: math.log(2)),
+}
 
 
 def check_initial_loss(
@@ -59,7 +63,8 @@ def check_initial_loss(
     if config.loss not in _EXPECTED_LOSS:
         return CheckResult("initial_loss", True, f"not checked: no expected initial value of "
                            f"loss `{config.loss}` (only cross_entropy, nll and bce have one)")
-    expected = _EXPECTED_LOSS[config.loss](k)
+    shown, expected_name, expected_of = _EXPECTED_LOSS[config.loss]
+    expected = expected_of(k)
     split = _sample(data.val, max_samples, config.seed)
     unusable = _unusable_labels("validation", labels_of(split), k, config)
     if unusable:
@@ -68,10 +73,8 @@ def check_initial_loss(
         model = build_model(config, data.input_shape, data.num_classes).to(device)
     loss, _ = evaluate(model, split, config, device)
     ok = abs(loss - expected) <= rel_tolerance * expected
-    name = "ln(2)" if config.loss == "bce" else f"ln({k})"
-    shown = {"cross_entropy": "cross-entropy", "nll": "NLL", "bce": "binary cross-entropy"}
-    detail = (f"untrained validation {shown[config.loss]} {loss:.3f} vs {name} = {expected:.3f} "
-              f"(allowed ±{rel_tolerance:.0%}) over {len(split)} samples")
+    detail = (f"untrained validation {shown} {loss:.3f} vs {expected_name.format(k=k)} = "
+              f"{expected:.3f} (allowed ±{rel_tolerance:.0%}) over {len(split)} samples")
     if not ok:
         detail += ("; fix: look for an output layer with a large scale or bias, or outputs "
                    "that are not logits (softmax already applied), or mismatched labels")

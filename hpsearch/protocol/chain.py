@@ -21,9 +21,6 @@ from hpsearch.protocol.criteria import OVERFIT_ACC_GAP, OVERFIT_LOSS_GAP
 ATTR_SELECTION = "selection"  # the phase's choice: trial, config, criteria, reason, runners-up
 ATTR_INHERITED = "inherited"  # the configuration a phase started from, and its sources
 
-# Train accuracy "much above" validation accuracy means overfitting [003]: 5 points. The
-# thresholds live in criteria.py, next to the gap they judge; this name stays for importers.
-OVERFIT_GAP = OVERFIT_ACC_GAP
 # Curves that are not sound: overshoot, saw-teeth, no progress [000]. A curve still falling
 # at the end ("undertrained") is sound; it only wants more epochs.
 UNSOUND = ("diverged", "oscillating", "underfitting")

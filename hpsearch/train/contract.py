@@ -24,6 +24,7 @@ from hpsearch.config import MODEL_SETTINGS, TrainConfig, field_names
 from hpsearch.train import lightning
 from hpsearch.train.models import is_lightning_data
 from hpsearch.train.registry import declared_honours, load_import_path, resolve_factory
+from hpsearch.train.sources import BUILTIN_DATASETS
 from hpsearch.train.trainers import FIT_HOOK, HPSEARCH, LIGHTNING, trainer_of
 
 # Settings that reach every run whoever trains: what to train on, for how long, where.
@@ -100,7 +101,7 @@ def _loop_settings(config: TrainConfig) -> frozenset[str]:
 def _lightning_contract(config: TrainConfig, where: str) -> Contract:
     module = resolve_factory(config.model, "model", where)
     data = None
-    if config.dataset not in ("digits", "mnist", "fashion_mnist", "cifar10"):
+    if config.dataset not in BUILTIN_DATASETS:
         target = resolve_factory(config.dataset, "dataset", "dataset")
         data = target if is_lightning_data(target) else None
     honours = lightning.honoured_settings(module, data)

@@ -140,7 +140,7 @@ def fit_lightning(
     return module, reporter.history
 
 
-def test_lightning(
+def fit_and_test_lightning(
     config: TrainConfig, data: DataSplits | DataModuleSource, device: torch.device
 ) -> tuple[Any, dict[str, float | None]]:
     """Train as `fit_lightning` does, then evaluate once on the test split with the module's

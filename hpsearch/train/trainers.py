@@ -58,7 +58,7 @@ def fit_and_test(
     (model, {"loss", "acc", "epochs"}); acc is None for a task without accuracy."""
     kind = trainer_of(config)
     if kind == LIGHTNING:
-        model, result = lightning.test_lightning(config, data, device)
+        model, result = lightning.fit_and_test_lightning(config, data, device)
         return model, {**result, "epochs": config.epochs}
     splits = _splits(config, data)
     if splits.test is None:

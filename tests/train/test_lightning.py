@@ -12,80 +12,16 @@ from hpsearch.train import fit, fit_and_test, load_data
 from hpsearch.train.contract import contract_for
 from hpsearch.train.lightning import build_module
 from hpsearch.train.trainers import LIGHTNING, trainer_of
+from tests.lightning_doubles import NAMES, write_lightning_project
 
 pytest.importorskip("lightning")  # `pip install hpsearch[lightning]`; .ci/run installs it
 CPU = torch.device("cpu")
 
-MODULE = '''
-import lightning.pytorch as pl
-import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
-STEPS = []  # every training_step call: the user's step is the one that ran
-
-class Lit(pl.LightningModule):
-    def __init__(self, config, num_classes, lr=0.01, hidden=16, fail_in=""):
-        super().__init__()
-        self.lr, self.fail_in, self.seen_config = lr, fail_in, config
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, num_classes))
-
-    def training_step(self, batch, index):
-        if self.fail_in == "step":
-            raise ValueError("bad batch")
-        STEPS.append(index)
-        x, y = batch
-        loss = F.cross_entropy(self.net(x), y)
-        self.log("my/train", loss, on_epoch=True, on_step=False)
-        return loss
-
-    def validation_step(self, batch, index):
-        x, y = batch
-        out = self.net(x)
-        self.log("my/val", F.cross_entropy(out, y))
-        self.log("my/acc", (out.argmax(1) == y).float().mean())
-
-    def configure_optimizers(self):
-        if self.fail_in == "optimizers":
-            raise RuntimeError("no optimizer today")
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
-
-class Data(pl.LightningDataModule):
-    num_classes = 2  # what Lit(num_classes=...) gets
-
-    def __init__(self, batch_size=32, size=240):
-        super().__init__()
-        self.batch_size, self.size = batch_size, size
-
-    def setup(self, stage=None):
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(self.size, 1, 8, 8, generator=g)
-        y = (x.mean(dim=(1, 2, 3)) > 0).long()
-        cut = self.size * 3 // 4
-        self.train_set, self.val_set = TensorDataset(x[:cut], y[:cut]), TensorDataset(x[cut:], y[cut:])
-
-    def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
-
-    def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=self.batch_size)
-
-    def test_dataloader(self):
-        return DataLoader(self.val_set, batch_size=self.batch_size)
-'''
-NAMES = {"train_loss": "my/train", "val_loss": "my/val", "val_acc": "my/acc"}
 
 
 @pytest.fixture(autouse=True)
-def lit(tmp_path, monkeypatch):
-    (tmp_path / "hp_lit.py").write_text(MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import hp_lit
-
-    hp_lit.STEPS.clear()
-    return hp_lit
+def lit(tmp_path):
+    return write_lightning_project(tmp_path)
 
 
 def config(**changes) -> TrainConfig:
@@ -162,7 +98,7 @@ def test_a_module_logging_no_validation_metric_names_what_it_logged():
         fit(settings, load_data(settings, CPU), CPU)
     assert str(caught.value).startswith(
         "LightningModule `hp_lit:Lit` logged no validation loss or accuracy this epoch (it "
-        "logged: my/acc, my/train, my/val); fix: self.log(\"val_loss\", ...)")
+        "logged: my/acc, my/train, my/val, user_steps); fix: self.log(\"val_loss\", ...)")
 
 
 def test_a_required_argument_nothing_gives_is_named(lit):
@@ -170,3 +106,12 @@ def test_a_required_argument_nothing_gives_is_named(lit):
     settings = config(dataset="hp_lit:Data")
     with pytest.raises(ConfigError, match=r"Lit.__init__ needs num_classes, which nothing gives"):
         fit(settings, load_data(settings, CPU), CPU)
+
+
+def test_a_lightning_data_module_needs_a_lightning_module():
+    from hpsearch.train.preflight import preflight
+
+    settings = TrainConfig(dataset="hp_lit:Data")  # the built-in MLP cannot read it
+    with pytest.raises(ConfigError, match=r"base.dataset: `hp_lit:Data` is a LightningDataModule; "
+                                          r"fix: name a LightningModule as the model"):
+        preflight(settings, load_data(settings, CPU), CPU, "base")
