@@ -154,7 +154,8 @@ def _mismatch_message(name: str, stored: Mapping[str, Any], now: Mapping[str, An
     diffs = ", ".join(f"{k} (stored {stored.get(k)!r}, now {now.get(k)!r})" for k in keys)
     return (
         f"study `{name}` exists with other fixed settings: {diffs}; fix: run with the stored "
-        f"settings to resume it, or pass --name OTHER to store this run as a study of its own"
+        "settings to resume it, or pass --tag NAME (hpsearch run and protocol) or --name OTHER "
+        "(hpsearch run) to store this run as a study of its own"
     )
 
 

@@ -95,8 +95,8 @@ def test_other_fixed_settings_are_refused(tiny, storage_url):
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: study `tiny` exists with other fixed settings: epochs (stored 2, now 3); fix: "
-        "run with the stored settings to resume it, or pass --name OTHER to store this run as "
-        "a study of its own"
+        "run with the stored settings to resume it, or pass --tag NAME (hpsearch run and "
+        "protocol) or --name OTHER (hpsearch run) to store this run as a study of its own"
     ]
     assert len(trials_of("tiny", storage_url)) == 1
     renamed = invoke(

@@ -33,6 +33,8 @@ def find_for_study(
     """Run the LR range test for `study`; write the plot; with `record`, store the range."""
     spec = resolve_spec(study, studies_dir)
     prepared = prepare_study(spec, resolve_storage_url(storage), overrides or {}, tag=tag)
+    if record:
+        _refuse_recording_on_trials(prepared.study, study, tag)
     objective = prepared.objective
     config = objective.config_for({})
     kind = trainer_of(config)
@@ -49,6 +51,21 @@ def find_for_study(
     if record:
         prepared.study.set_user_attr(ATTR_LR_RANGE, summary)
     return {**summary, "study": name, "plot": str(path)}
+
+
+def _refuse_recording_on_trials(stored, study: str, tag: str | None) -> None:
+    """A recorded range only shapes the trials a study has not run yet: a grid already spent
+    on the file's values would ignore it, so recording it there would mislead."""
+    ran = len(stored.get_trials(deepcopy=False))
+    if not ran:
+        return
+    fresh = "another --tag" if tag else "--tag NAME"
+    raise UsageError(
+        f"lr-find --record: study `{stored.study_name}` already has {ran} trial(s) on its "
+        f"file's learning rates, so a range recorded now would not be used; fix: record it on "
+        f"a new study with {fresh} (then `hpsearch run --study {study} --tag NAME` searches "
+        "it), or drop --record to only see the range and the plot"
+    )
 
 
 def _safe(name: str) -> str:

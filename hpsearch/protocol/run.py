@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from hpsearch.adapt import refuse_searched, searched_for
 from hpsearch.errors import HpsearchError, UsageError
 from hpsearch.preparation import stored_name_function
+from hpsearch.protocol.precheck import refuse_searched_overrides, refuse_stored_conflicts
 from hpsearch.protocol.test_phase import ATTR_TEST, result_text, run_test
 from hpsearch.results import load_study
 from hpsearch.runner import RunObserver, RunSummary, run_study
@@ -40,11 +40,12 @@ PHASES = (
 
 @dataclass
 class PhaseOutcome:
-    """What one phase did: ran trials, found its budget spent, skipped, or tested."""
+    """What one phase did: ran trials, found its budget spent, skipped, tested, had every
+    trial eliminated, or could not start because a phase it inherits from has no choice."""
 
     phase: str
     study: str
-    status: str  # "ran" | "done" | "skipped" | "tested"
+    status: str  # "ran" | "done" | "skipped" | "tested" | "eliminated" | "blocked"
     line: str  # one summary line: the choice and its main criterion
     summary: RunSummary | None = None
     test: dict[str, Any] | None = None
@@ -77,54 +78,77 @@ def run_protocol(
     """Run the protocol's phases in order; return (and report) one outcome per phase.
 
     `studies_dir` holds the user's own phase files, which override the installed ones by
-    name. Every phase file is read, and `--set` checked against every phase's search,
-    before the first phase runs: a bad request stops before anything is stored.
+    name. Every phase file is read, `--set` checked against every phase's search and every
+    stored phase's fixed settings, before the first phase runs: a bad request stops before
+    anything is stored. A phase where every trial is eliminated stops only the phases that
+    inherit from it; the run fails (NoChoice) when the last phase asked for has no choice.
     """
     if trials_scale <= 0:
         raise UsageError(f"--trials-scale: must be > 0, got {trials_scale}; fix: use e.g. 0.5")
     phases = phases_between(start, stop)
     specs = [load_study_spec(find_study_file(phase, studies_dir)) for phase in phases]
-    _refuse_searched_overrides(specs, overrides or {})
-    outcomes = []
+    refuse_searched_overrides(specs, overrides or {})
+    refuse_stored_conflicts(specs, storage, overrides or {}, tag)
+    outcomes: list[PhaseOutcome] = []
+    without_choice: dict[str, str] = {}  # phase -> why it has no choice (its own or a parent's)
     for phase, spec in zip(phases, specs):
-        if spec.phase == "test":
-            outcome = _test_phase(spec, storage, overrides or {}, tag)
-        else:
-            trials = _scaled_trials(spec, trials_scale)
-            summary = run_study(
-                spec, trials=trials, storage=storage, overrides=overrides, tag=tag,
-                observer=observer(phase),
-            )
-            outcome = _outcome(phase, summary)
-            if outcome.status != "skipped" and not summary.choice:
-                raise NoChoice(_no_choice_message(phase, summary, storage))
+        outcome = _blocked(phase, spec, without_choice, tag) or _run_phase(
+            phase, spec, storage, overrides or {}, trials_scale, tag, observer)
+        if outcome.status in ("eliminated", "blocked"):
+            without_choice[phase] = outcome.line
         on_phase(outcome)
         outcomes.append(outcome)
+    if outcomes and outcomes[-1].status in ("eliminated", "blocked"):
+        raise NoChoice(_stopped_message(outcomes))
     return outcomes
 
 
-def _refuse_searched_overrides(specs: list[StudySpec], overrides: Mapping[str, Any]) -> None:
-    """`--set lr=...` would fight the LR phases: refuse it before any phase runs. The model
-    is the one `--set` names, else the phase's base (the protocol's LR phases set the MLP)."""
-    for spec in specs:
-        model = overrides.get("model") or spec.base.get("model") or "mlp"
-        chosen = searched_for(spec, str(model)) if spec.phase != "test" else None
-        if chosen is not None:
-            refuse_searched(chosen, overrides)
+def _run_phase(phase, spec, storage, overrides, trials_scale, tag, observer) -> PhaseOutcome:
+    if spec.phase == "test":
+        return _test_phase(spec, storage, overrides, tag)
+    summary = run_study(
+        spec, trials=_scaled_trials(spec, trials_scale), storage=storage, overrides=overrides,
+        tag=tag, observer=observer(phase),
+    )
+    outcome = _outcome(phase, summary)
+    if outcome.status != "skipped" and not summary.choice:
+        # No survivor: phases that do not inherit from this one still run (an eliminated
+        # SGD branch does not stop the Adam branch, which the architecture phase inherits).
+        outcome.status, outcome.line = "eliminated", _no_choice_line(summary, storage)
+    return outcome
+
+
+def _blocked(phase, spec, without_choice, tag) -> PhaseOutcome | None:
+    """A phase whose parent has no choice cannot start: say which parent, and why."""
+    parent = next((p for p in spec.inherits if p in without_choice), None)
+    if parent is None:
+        return None
+    name = stored_name_function(tag)(spec.name)
+    return PhaseOutcome(phase, name, "blocked", f"not run: it inherits `{parent}`, which has "
+                        f"no choice ({without_choice[parent]})")
 
 
 class NoChoice(HpsearchError):
-    """Every trial of a phase was eliminated or failed: later phases have nothing to start from."""
+    """The last phase asked for has no choice: every trial of it (or of a phase it inherits
+    from) was eliminated or failed."""
 
 
-def _no_choice_message(phase: str, summary: RunSummary, storage: str | None) -> str:
+def _no_choice_line(summary: RunSummary, storage: str | None) -> str:
     trials = load_study(summary.study_name, storage).get_trials(deepcopy=False)
     reasons = Counter(t.user_attrs.get("reason") or t.state.name.lower() for t in trials)
     listed = ", ".join(f"{reason} x{count}" for reason, count in reasons.most_common())
+    return f"no trial survived ({listed or 'no trials'})"
+
+
+def _stopped_message(outcomes: list[PhaseOutcome]) -> str:
+    eliminated = "; ".join(f"phase `{o.phase}`: {o.line}" for o in outcomes
+                           if o.status == "eliminated")
+    last = outcomes[-1]
+    ends = ("" if last.status == "eliminated"
+            else f", so `{last.phase}`, which depends on it, had nothing to start from")
     return (
-        f"phase `{phase}`: no trial survived ({listed or 'no trials'}), so later phases have "
-        "nothing to start from; fix: train longer (--set epochs=N) or widen the phase's search "
-        f"space, then rerun (its budget counts pruned trials: raise it with --trials-scale)"
+        f"{eliminated}{ends}; fix: train longer (--set epochs=N) or widen the phase's search "
+        "space, then rerun (its budget counts pruned trials: raise it with --trials-scale)"
     )
 
 

@@ -190,6 +190,27 @@ def test_lr_find_records_a_range_the_lr_phase_then_uses(tmp_path):
     assert tried == sorted({recorded["low"], recorded["suggested"], recorded["high"]})
 
 
+def test_lr_find_refuses_to_record_on_a_study_that_has_trials(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    args = ["--storage", url, "--studies-dir", str(STUDIES), "--set", "epochs=2"]
+    assert CliRunner().invoke(cli, ["run", "--study", "lr_adam", *args]).exit_code == 0
+    refused = CliRunner().invoke(cli, ["lr-find", "--study", "lr_adam", "--record", *args])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == (
+        "error: lr-find --record: study `lr_adam` already has 3 trial(s) on its file's learning "
+        "rates, so a range recorded now would not be used; fix: record it on a new study with "
+        "--tag NAME (then `hpsearch run --study lr_adam --tag NAME` searches it), or drop "
+        "--record to only see the range and the plot")
+    assert "lr_range" not in load("lr_adam", url).user_attrs
+    tagged = CliRunner().invoke(cli, ["lr-find", "--study", "lr_adam", "--record", "--tag", "lrf",
+                                      *args])
+    assert tagged.exit_code == 0, tagged.output
+    assert CliRunner().invoke(cli, ["run", "--study", "lr_adam", "--tag", "lrf", *args]).exit_code == 0
+    recorded = load("lr_adam@lrf", url).user_attrs["lr_range"]
+    assert {t.params["lr"] for t in load("lr_adam@lrf", url).trials} == {
+        recorded["low"], recorded["suggested"], recorded["high"]}
+
+
 @pytest.mark.parametrize("command", [["protocol"], ["test"], ["lr-find"]])
 def test_protocol_commands_have_help(command):
     result = CliRunner().invoke(cli, [*command, "--help"])
@@ -219,9 +240,47 @@ def test_a_phase_whose_trials_are_all_eliminated_stops_the_protocol(tmp_path):
                                        "--set", "momentum=0.0"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        "error: phase `lr_sgd`: no trial survived (underfitting x4), so later phases have "
-        "nothing to start from; fix: train longer (--set epochs=N) or widen the phase's search "
-        "space, then rerun (its budget counts pruned trials: raise it with --trials-scale)")
+        "error: phase `lr_sgd`: no trial survived (underfitting x4); fix: train longer "
+        "(--set epochs=N) or widen the phase's search space, then rerun (its budget counts "
+        "pruned trials: raise it with --trials-scale)")
+
+
+def test_an_eliminated_branch_stops_only_the_phases_that_inherit_from_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = CliRunner().invoke(cli, [
+        "protocol", "--storage", url, "--studies-dir", str(STUDIES), "--set", "epochs=2",
+        "--set", "momentum=0.0", "--to", "architecture", "--trials-scale", "0.15"])
+    assert result.exit_code == 0, result.output
+    status = {line.split()[0]: line.split()[1] for line in result.output.splitlines()
+              if line.split() and line.split()[0] in PHASES}
+    assert status == {"setup": "ran", "lr_sgd": "eliminated", "lr_sgd_refine": "blocked",
+                      "lr_adam": "ran", "lr_adam_refine": "ran", "architecture": "ran"}
+    assert "lr_sgd             eliminated no trial survived (underfitting x4)" in result.output
+    assert ("not run: it inherits `lr_sgd`, which has no choice (no trial survived "
+            "(underfitting x4))") in result.output
+    assert "lr_sgd_refine" not in optuna.get_all_study_names(url)  # nothing stored for it
+    assert load("architecture", url).user_attrs["selection"]["trial"] is not None
+
+
+def test_stored_phases_with_other_settings_are_refused_before_any_phase_runs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    common = ["protocol", "--storage", url, "--studies-dir", str(STUDIES)]
+    assert CliRunner().invoke(cli, [*common, "--set", "epochs=4", "--to", "lr_sgd"]).exit_code == 0
+    stored = sorted(optuna.get_all_study_names(url))
+    trials = {name: len(load(name, url).trials) for name in stored}
+    result = CliRunner().invoke(cli, [*common, "--set", "epochs=5", "--to", "lr_adam"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: stored phases have other fixed settings than this run: `setup` (epochs stored "
+        "4, now 5); `lr_sgd` (epochs stored 4, now 5); nothing was run; fix: pass --tag NAME "
+        "(e.g. --tag quick) to store this run's phases apart, or rerun with the stored "
+        "settings to resume them"]
+    assert sorted(optuna.get_all_study_names(url)) == stored  # no phase ran, none was created
+    assert {name: len(load(name, url).trials) for name in stored} == trials
+    tagged = CliRunner().invoke(cli, [*common, "--set", "epochs=5", "--to", "lr_sgd",
+                                      "--tag", "quick"])
+    assert tagged.exit_code == 0, tagged.output
+    assert "lr_sgd@quick" in optuna.get_all_study_names(url)
 
 
 def test_architecture_phase_searches_a_user_models_declared_knobs(tmp_path):

@@ -1,0 +1,74 @@
+"""What `hpsearch protocol` checks on every phase before it runs the first one.
+
+A request that some phase will refuse must stop before any phase stores a trial: otherwise
+the phases before it are stored under the new settings and block the next default run.
+Two such refusals are known up front: `--set` on a setting a phase searches, and a phase
+already stored with other fixed settings than the ones its file and `--set` give now.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import optuna
+
+from hpsearch.adapt import refuse_searched, searched_for
+from hpsearch.config import RUNTIME_ONLY_KEYS, resolve_config
+from hpsearch.errors import StudyMismatchError
+from hpsearch.preparation import ATTR_FIXED, stored_name_function
+from hpsearch.spec import StudySpec
+from hpsearch.storage import open_storage, resolve_storage_url, storage_exists
+
+
+def refuse_searched_overrides(specs: Sequence[StudySpec], overrides: Mapping[str, Any]) -> None:
+    """`--set lr=...` would fight the LR phases: refuse it before any phase runs. The model
+    is the one `--set` names, else the phase's base (the protocol's LR phases set the MLP)."""
+    for spec in specs:
+        model = overrides.get("model") or spec.base.get("model") or "mlp"
+        chosen = searched_for(spec, str(model)) if spec.phase != "test" else None
+        if chosen is not None:
+            refuse_searched(chosen, overrides)
+
+
+def refuse_stored_conflicts(
+    specs: Sequence[StudySpec], storage: str | None, overrides: Mapping[str, Any],
+    tag: str | None,
+) -> None:
+    """Refuse, naming every phase at once, a run whose phase file or `--set` fixes a setting
+    to another value than the phase's stored study has (e.g. `--set epochs=5` over phases
+    stored at 20 epochs). Only the settings the request itself fixes (the file's base and
+    `--set`) are known before the parents run; an inherited setting that changes is still
+    refused when its phase starts."""
+    url = resolve_storage_url(storage)
+    if not storage_exists(url):
+        return
+    backend = open_storage(url)
+    names = set(optuna.get_all_study_names(backend))
+    stored_name = stored_name_function(tag)
+    conflicts = []
+    for spec in specs:
+        name = stored_name(spec.name)
+        if spec.phase == "test" or name not in names:
+            continue
+        stored = optuna.load_study(study_name=name, storage=backend).user_attrs.get(ATTR_FIXED)
+        diffs = _differences(stored or {}, spec, overrides)
+        if diffs:
+            conflicts.append(f"`{name}` ({diffs})")
+    if conflicts:
+        raise StudyMismatchError(_conflict_message(conflicts, tag))
+
+
+def _differences(stored: Mapping[str, Any], spec: StudySpec, overrides: Mapping[str, Any]) -> str:
+    requested = resolve_config((f"{spec.path}: base", spec.base), ("--set", overrides)).to_dict()
+    keys = {k.partition(".")[0] for k in (*spec.base, *overrides)} - RUNTIME_ONLY_KEYS
+    differing = sorted(k for k in keys if k in stored and stored[k] != requested.get(k))
+    return ", ".join(f"{k} stored {stored[k]!r}, now {requested.get(k)!r}" for k in differing)
+
+
+def _conflict_message(conflicts: list[str], tag: str | None) -> str:
+    fix_tag = "another --tag" if tag else "--tag NAME (e.g. --tag quick)"
+    return (
+        f"stored phases have other fixed settings than this run: {'; '.join(conflicts)}; "
+        f"nothing was run; fix: pass {fix_tag} to store this run's phases apart, or rerun "
+        "with the stored settings to resume them"
+    )
