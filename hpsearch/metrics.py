@@ -79,7 +79,8 @@ METRICS: dict[str, Metric] = {
         Metric("train_acc", "maximize", _last("train_acc"), "train accuracy at the last epoch",
                keys=("train_acc",), needs_accuracy=True),
         # PROTOCOL.md phase 3 criterion 1: the peak validation accuracy, not the last one [000].
-        Metric("best_val_acc", "maximize", _peak("val_acc", max), "peak validation accuracy",
+        # With per-epoch validation on a subset, the peak epoch's whole-split accuracy.
+        Metric("best_val_acc", "maximize", criteria.peak_val_acc, "peak validation accuracy",
                keys=("val_acc",), needs_accuracy=True),
         Metric("best_val_loss", "minimize", _peak("val_loss", min), "lowest validation loss",
                keys=("val_loss",)),

@@ -286,8 +286,13 @@ def _peak_index(history: History) -> int | None:
 
 
 def _at_peak(history: History, key: str) -> float:
+    """`key` at the peak epoch: the whole validation split's value when the epochs validated
+    on a subset (`full_val_acc`, `full_val_loss`: train/validation.py)."""
     index = _peak_index(history)
-    return math.nan if index is None else _series(history, key)[index]
+    if index is None:
+        return math.nan
+    full = history[index].get(f"full_{key}")
+    return float(full) if isinstance(full, (int, float)) else _series(history, key)[index]
 
 
 def _epoch_of(history: History, index: int) -> int:

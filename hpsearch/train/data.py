@@ -106,6 +106,11 @@ def check_fractions(config: TrainConfig) -> None:
             f"max_val_samples must be >= 1 or none, got {config.max_val_samples}; "
             f"fix: set a positive cap or none"
         )
+    if config.val_subset < 0:
+        raise ConfigError(
+            f"val_subset must be >= 0, got {config.val_subset}; fix: a number of samples to "
+            "validate on each epoch (e.g. 10000), or 0 for the whole validation split"
+        )
 
 
 def split_indices(n: int, config: TrainConfig) -> tuple[Tensor, Tensor]:

@@ -24,6 +24,7 @@ from hpsearch.train.losses import Loss, build_loss
 from hpsearch.train.models import build_model
 from hpsearch.train.optim import build_optimizer, build_scheduler, lr_factor
 from hpsearch.train.splits import DataSplits, Split, TensorSplit
+from hpsearch.train.validation import PeakKeeper, validation_subset
 
 EVAL_BATCH = 4096  # samples per evaluation batch: no gradients, so larger than training's
 EVAL_ELEMENTS = 4 * 2**20  # ...but at most ~16 MB of float32 inputs (CNNs on 3x32x32)
@@ -79,7 +80,9 @@ def fit(
     of the epoch's last batch) and epoch_time_s (training + validation); without accuracy (a
     regression loss) the two accuracies are left out. `on_epoch(record)` is called after each
     epoch and may raise (e.g. to prune). A NaN/inf training loss raises `Diverged` right after
-    that epoch, before `on_epoch`.
+    that epoch, before `on_epoch`. With `config.val_subset` smaller than the validation split,
+    each epoch validates on that fixed stratified subset and the peak epoch's weights are
+    validated on the whole split at the end (train/validation.py).
     """
     device = torch.device(device)
     check_augment(config, data.input_shape)
@@ -90,11 +93,15 @@ def fit(
     batches = TrainBatches(data.train, config, device, generator)
     scheduler = build_scheduler(config, optimizer, len(batches))
     step = TrainStep(model, optimizer, scheduler, config)
+    per_epoch_val = validation_subset(data.val, config.val_subset)
+    peak = PeakKeeper() if per_epoch_val is not data.val else None
     history: list[dict] = []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = _train_epoch(step, batches, config, generator, device)
-        val_loss, val_acc = evaluate(model, data.val, config, device, step.loss)
+        val_loss, val_acc = evaluate(model, per_epoch_val, config, device, step.loss)
+        if peak is not None:
+            peak.offer(model, epoch, val_loss, val_acc)
         history.append(_record(
             epoch, train_loss, train_acc, val_loss, val_acc,
             lr=config.lr * lr_factor(config, epoch * len(batches) - 1, len(batches)),
@@ -104,7 +111,22 @@ def fit(
             raise Diverged(epoch, history)
         if on_epoch is not None:
             on_epoch(history[-1])
+    if peak is not None and peak.state is not None:
+        _validate_peak_fully(model, peak, data.val, config, device, step.loss, history)
     return model, history
+
+
+def _validate_peak_fully(model, peak: PeakKeeper, split: Split, config, device, loss, history):
+    """The peak epoch's weights on the whole validation split, recorded on that epoch as
+    `full_val_loss` / `full_val_acc` (the criteria read them); the model keeps its last
+    weights."""
+    last = peak.restore_into(model)
+    full_loss, full_acc = evaluate(model, split, config, device, loss)
+    model.load_state_dict(last)
+    record = history[peak.epoch - 1]
+    record["full_val_loss"] = full_loss
+    if full_acc is not None:
+        record["full_val_acc"] = full_acc
 
 
 def _record(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds) -> dict:

@@ -1,0 +1,70 @@
+"""Per-epoch validation on a fixed stratified subset, the peak model on the whole split."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hpsearch.config import TrainConfig
+from hpsearch.errors import ConfigError
+from hpsearch.metrics import metric_value
+from hpsearch.protocol import criteria
+from hpsearch.train import TensorSplit, evaluate, fit, load_data
+from hpsearch.train.validation import validation_subset
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(TrainConfig(), CPU)
+
+
+def test_subset_keeps_each_class_share_and_is_the_same_every_time():
+    labels = torch.tensor([0] * 600 + [1] * 300 + [2] * 100)
+    split = TensorSplit(torch.arange(1000.0).unsqueeze(1), labels)
+    subset = validation_subset(split, 100)
+    assert len(subset) == 100
+    assert torch.bincount(subset.y).tolist() == [60, 30, 10]
+    assert torch.equal(subset.x, validation_subset(split, 100).x)  # one subset for all trials
+    assert torch.equal(subset.y, labels[subset.x.squeeze(1).long()])  # inputs keep their labels
+
+
+def test_subset_shares_round_to_the_requested_size():
+    split = TensorSplit(torch.zeros(10, 1), torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2]))
+    assert len(validation_subset(split, 5)) == 5
+    assert sorted(torch.bincount(validation_subset(split, 5).y).tolist()) == [1, 2, 2]
+
+
+def test_no_subset_when_it_would_not_be_smaller(digits):
+    assert validation_subset(digits.val, 0) is digits.val
+    assert validation_subset(digits.val, len(digits.val)) is digits.val
+
+
+def test_epochs_validate_on_the_subset_and_the_peak_on_the_whole_split(digits):
+    size = 90
+    config = TrainConfig(epochs=4, val_subset=size)
+    model, history = fit(config, digits, CPU)
+    subset = validation_subset(digits.val, size)
+    for record in history:  # accuracies on 90 images: multiples of 1/90
+        assert record["val_acc"] * size == pytest.approx(round(record["val_acc"] * size))
+    peaks = [r for r in history if "full_val_acc" in r]
+    assert len(peaks) == 1
+    assert peaks[0]["epoch"] == criteria.peak_epoch(history)
+    assert peaks[0]["full_val_acc"] * len(digits.val) == pytest.approx(
+        round(peaks[0]["full_val_acc"] * len(digits.val)))
+    # The selection reads the whole split's value at the peak, not the subset's.
+    assert metric_value("best_val_acc", history) == peaks[0]["full_val_acc"]
+    assert criteria.val_loss_at_peak(history) == peaks[0]["full_val_loss"]
+    # The model returned keeps its last weights.
+    assert evaluate(model, subset, config, CPU)[1] == pytest.approx(history[-1]["val_acc"])
+
+
+def test_whole_split_every_epoch_without_a_subset(digits):
+    _, history = fit(TrainConfig(epochs=2, val_subset=0), digits, CPU)
+    assert not any("full_val_acc" in r for r in history)
+
+
+def test_negative_subset_is_refused(digits):
+    with pytest.raises(ConfigError, match=r"^val_subset must be >= 0, got -1; fix: "):
+        load_data(TrainConfig(val_subset=-1), CPU)
