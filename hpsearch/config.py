@@ -79,6 +79,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # epsilon; 0.1 on ImageNet [003]
     batch_size: int = 300  # samples per step; reference 300 [001]
     epochs: int = 20  # passes over the training split
+    patience: int = 0  # stop after this many epochs without a new validation peak; 0: never
     grad_clip: float | None = None  # max global grad norm; None = no clipping
 
     # --- schedule ---------------------------------------------------------------------------

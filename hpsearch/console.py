@@ -86,6 +86,9 @@ def print_run_summary(summary: RunSummary, study: optuna.Study, top: int = 10) -
     console.print(trials_table(study, top))
     if summary.choice:
         console.print(f"choice: {summary.choice['reason']}", soft_wrap=True, highlight=False)
+        if summary.choice.get("extended"):
+            console.print(f"grid extended: {summary.choice['extended']['reason']}",
+                          soft_wrap=True, highlight=False)
 
 
 def trials_table(study: optuna.Study, top: int) -> Table:
@@ -148,6 +151,9 @@ def print_best(result: dict, as_json: bool) -> None:
             console.print("configuration: " + json.dumps(entry["config"], default=str))
         return
     console.print(f"[bold]protocol choice[/]: {choice['reason']}", highlight=False)
+    if choice.get("extended"):
+        console.print(f"grid extended: {choice['extended']['reason']}", highlight=False,
+                      soft_wrap=True)
     console.print("parameters: " + json.dumps(choice.get("params", {}), default=str), highlight=False)
     console.print("configuration: " + json.dumps(choice.get("config", {}), default=str), highlight=False)
     if choice.get("runners_up"):

@@ -56,14 +56,18 @@ class StudyObjective:
     overrides: Mapping[str, Any] = field(default_factory=dict)  # --set, highest precedence
     device: Any = "cpu"  # torch.device the worker trains on
     inherited: Mapping[str, Any] = field(default_factory=dict)  # earlier phases' choice
+    # The phase's own epochs when its inherited choice is undertrained (protocol/longer.py).
+    longer: Mapping[str, Any] = field(default_factory=dict)
 
-    def config_for(self, sampled: Mapping[str, Any]) -> TrainConfig:
-        """defaults < inherited < study base (+ fixed values) < sampled < --set."""
+    def config_for(self, sampled: Mapping[str, Any], longer: bool = True) -> TrainConfig:
+        """defaults < inherited < study base (+ fixed values) < sampled < --set < longer
+        training (unless `longer` is False: what the phase starts from)."""
         return resolve_config(
             ("inherited configuration", self.inherited),
             (f"{self.spec.path}: base", self.spec.fixed_values()),
             (f"{self.spec.path}: space", sampled),
             ("--set", self.overrides),
+            (f"{self.spec.path}: train_longer", self.longer if longer else {}),
         )
 
     def __call__(self, trial: optuna.trial.Trial) -> float | list[float]:

@@ -20,6 +20,7 @@ from hpsearch.config import resolve_config
 from hpsearch.errors import StudyMismatchError
 from hpsearch.objective import StudyObjective
 from hpsearch.protocol.chain import ATTR_INHERITED, Inheritance, inherit, stored_choice
+from hpsearch.protocol.longer import ATTR_TRAIN_LONGER, LongerTraining, longer_training
 from hpsearch.spec import StudySpec, build_pruner, build_sampler
 from hpsearch.storage import open_storage, storage_exists
 from hpsearch.train import load_data, resolve_device
@@ -46,6 +47,7 @@ class PreparedStudy:
     inheritance: Inheritance
     skip: str | None = None  # why the phase has nothing to search for this model
     not_searched: list[str] = field(default_factory=list)  # settings the model ignores
+    longer: LongerTraining | None = None  # more epochs: the inherited choice is undertrained
 
 
 def stored_name_function(tag: str | None) -> Callable[[str], str]:
@@ -70,6 +72,8 @@ def prepare_study(
     objective = StudyObjective(spec, dict(overrides), inherited=inheritance.config)
     adapted = _adapted(spec, objective, existing, stored_name)
     spec = objective.spec = adapted.spec
+    longer = longer_training(spec, inheritance, objective.config_for({}).epochs)
+    objective.longer = longer.settings() if longer else {}
     if adapted.skip is None:
         _build_once(spec, objective)
     storage = existing or open_storage(url)  # created only now that the input is valid
@@ -80,7 +84,9 @@ def prepare_study(
                      else _sampler_for(spec, study, worker))
     study.set_user_attr(ATTR_INHERITED, inheritance.to_dict())
     study.set_user_attr(ATTR_NOT_SEARCHED, adapted.not_searched)
-    return PreparedStudy(spec, objective, study, inheritance, adapted.skip, adapted.not_searched)
+    study.set_user_attr(ATTR_TRAIN_LONGER, longer.to_dict() if longer else None)
+    return PreparedStudy(spec, objective, study, inheritance, adapted.skip, adapted.not_searched,
+                         longer)
 
 
 def _adapted(spec, objective, storage, stored_name) -> Adapted:
@@ -95,7 +101,12 @@ def _adapted(spec, objective, storage, stored_name) -> Adapted:
     def chosen(parent: str) -> dict | None:
         return stored_choice(storage, stored_name(parent)) if storage is not None else None
 
-    adapted = adapt(spec, config, contract, chosen)
+    def input_shape() -> tuple[int, ...]:  # the data are cached: trials load them again free
+        return load_data(config, resolve_device(config.device)).input_shape
+
+    # `--set model=...` pins the model: a phase that may choose the family then does not.
+    pinned = "model" in objective.overrides
+    adapted = adapt(spec, config, contract, chosen, None if pinned else input_shape)
     check_overrides(adapted.spec, objective.overrides, contract)
     return adapted
 

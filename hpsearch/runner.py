@@ -20,6 +20,7 @@ from hpsearch.objective import StudyObjective, TrialCrashed
 from hpsearch.preparation import prepare_study
 from hpsearch.protocol.chain import ATTR_SELECTION, precondition_failure, skipped_choice
 from hpsearch.protocol.choice import ATTR_BASELINE, choose
+from hpsearch.protocol.edges import RunTrial, extend_at_edges
 from hpsearch.protocol.setup_phase import run_setup_phase
 from hpsearch.spec import StudySpec, find_study_file, load_study_spec
 from hpsearch.storage import mask_url, resolve_storage_url
@@ -53,10 +54,13 @@ class RunSummary:
     skipped: str | None = None  # why the phase did not apply (precondition, nothing to search)
     choice: dict[str, Any] | None = None  # the phase's choice, as stored on the study
     not_searched: list[str] = field(default_factory=list)  # settings the model ignores
+    longer: str | None = None  # "epochs 20 -> 40 (...)": the inherited choice is undertrained
 
     @property
     def nothing_to_do(self) -> bool:
-        return self.skipped is not None or self.finished_before >= self.budget
+        # The budget was spent before, and no grid extension resumed (protocol/edges.py).
+        return self.skipped is not None or (
+            self.finished_before >= self.budget and not self.new_trials)
 
 
 def resolve_spec(study: str | Path | StudySpec, studies_dir: str | Path | None) -> StudySpec:
@@ -92,20 +96,24 @@ def run_study(
     spec, optuna_study = prepared.spec, prepared.study
     budget = _budget(spec, trials)
     summary = RunSummary(optuna_study.study_name, mask_url(url), budget, _finished(optuna_study),
-                         not_searched=prepared.not_searched)
+                         not_searched=prepared.not_searched,
+                         longer=prepared.longer.line() if prepared.longer else None)
     skip = prepared.skip or precondition_failure(spec.precondition, prepared.inheritance)
     if skip is not None:
-        config = prepared.objective.config_for({}).fixed_settings()
+        # What it started from: a skipped phase trains nothing, so it passes on no extension.
+        config = prepared.objective.config_for({}, longer=False).fixed_settings()
         optuna_study.set_user_attr(
             ATTR_SELECTION, skipped_choice(skip, prepared.inheritance, config))
         summary.skipped = skip
         return summary
     if spec.phase == "setup":
         run_setup_phase(optuna_study, prepared.objective)
-    if not summary.nothing_to_do:
+    started = not summary.nothing_to_do
+    if started:
         _optimize(optuna_study, prepared.objective, spec.baseline, budget, summary, observer)
+    run = _fixed_trials(optuna_study, prepared.objective, budget, summary, observer, started)
+    summary.choice = extend_at_edges(optuna_study, spec, choose(optuna_study, spec), run)
     summary.counts = _state_counts(optuna_study)
-    summary.choice = choose(optuna_study, spec)
     return summary
 
 
@@ -119,21 +127,66 @@ def _budget(spec: StudySpec, trials: int | None) -> int:
 
 
 def _run_baseline(study: optuna.Study, objective: StudyObjective, guard: _BudgetGuard) -> None:
-    """Technique phases first run the inherited configuration unchanged [000].
-
-    The baseline samples nothing, so it runs under a RandomSampler: a GridSampler expects
-    every trial to hold one of its grid points.
-    """
+    """Technique phases first run the inherited configuration unchanged [000]."""
     trials = study.get_trials(deepcopy=False)
     if any(t.user_attrs.get(ATTR_BASELINE) and t.state in FINISHED for t in trials):
         return
-    if not any(t.user_attrs.get(ATTR_BASELINE) and t.state == TrialState.WAITING for t in trials):
-        study.enqueue_trial({}, user_attrs={ATTR_BASELINE: True})
+    _run_enqueued(study, objective, guard, {}, {ATTR_BASELINE: True})
+
+
+def _fixed_trials(
+    study: optuna.Study,
+    objective: StudyObjective,
+    budget: int,
+    summary: RunSummary,
+    observer: RunObserver | None,
+    started: bool,
+) -> RunTrial | None:
+    """How a grid's edge extension runs a trial at fixed params: like the baseline. None
+    under a zero budget (`--trials 0`, the workers' checking and summary passes run nothing).
+    """
+    if budget == 0:
+        return None
+    guard = _BudgetGuard(budget, summary, observer)
+
+    def run(params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
+        nonlocal started
+        if observer is not None and not started:  # a rerun resuming an extension
+            observer.on_start(study, budget, _finished(study))
+            started = True
+        _run_enqueued(study, objective, guard, params, user_attrs)
+
+    return run
+
+
+def _run_enqueued(
+    study: optuna.Study,
+    objective: StudyObjective,
+    guard: _BudgetGuard,
+    params: dict[str, Any],
+    user_attrs: dict[str, Any],
+) -> None:
+    """One trial at `params` marked with `user_attrs`; one an interrupted run left WAITING
+    runs instead of a second. Optuna runs its queue in order: trials queued before it (a
+    stale trial's retry) run first.
+
+    It runs under a RandomSampler: a GridSampler's bookkeeping (`grid_id`) is for its own
+    points, and it refuses to sample for an enqueued trial that holds none.
+    """
+    if not _waiting(study, user_attrs):
+        study.enqueue_trial(params, user_attrs=user_attrs)
     sampler, study.sampler = study.sampler, optuna.samplers.RandomSampler()
     try:
-        study.optimize(objective, n_trials=1, callbacks=[guard], catch=_caught())
+        while _waiting(study, user_attrs):  # until it ran (or another worker took it)
+            study.optimize(objective, n_trials=1, callbacks=[guard], catch=_caught())
     finally:
         study.sampler = sampler
+
+
+def _waiting(study: optuna.Study, user_attrs: dict[str, Any]) -> bool:
+    """A WAITING trial carries every one of `user_attrs`."""
+    return any(all(t.user_attrs.get(key) == value for key, value in user_attrs.items())
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def _optimize(

@@ -61,6 +61,8 @@ def refuse_stored_conflicts(
 def _differences(stored: Mapping[str, Any], spec: StudySpec, overrides: Mapping[str, Any]) -> str:
     requested = resolve_config((f"{spec.path}: base", spec.base), ("--set", overrides)).to_dict()
     keys = {k.partition(".")[0] for k in (*spec.base, *overrides)} - RUNTIME_ONLY_KEYS
+    if spec.train_longer is not None:  # the phase sets these itself from what it inherits
+        keys -= {"epochs", "patience"}
     differing = sorted(k for k in keys if k in stored and stored[k] != requested.get(k))
     return ", ".join(f"{k} stored {stored[k]!r}, now {requested.get(k)!r}" for k in differing)
 

@@ -174,8 +174,10 @@ def _test_phase(spec: StudySpec, storage, overrides, tag) -> PhaseOutcome:
 def _outcome(phase: str, summary: RunSummary) -> PhaseOutcome:
     if summary.skipped is not None:
         return PhaseOutcome(phase, summary.study_name, "skipped", f"skipped: {summary.skipped}", summary)
-    status = "done" if summary.finished_before >= summary.budget else "ran"
+    status = "done" if summary.nothing_to_do else "ran"
     line = choice_line(summary.choice)
+    if summary.longer:  # the phase trains longer than asked: say so
+        line = f"{summary.longer}; {line}"
     if summary.not_searched:  # the phase searched less than its file: say what and why
         line += f"; not searched, the model does not read them: {', '.join(summary.not_searched)}"
     return PhaseOutcome(phase, summary.study_name, status, line, summary)

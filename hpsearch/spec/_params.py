@@ -70,6 +70,44 @@ class ChoiceParam:
 
 
 @dataclass(frozen=True)
+class Edge:
+    """The values one step, two steps... beyond one end of a refine grid (protocol/edges.py
+    tries them while the choice sits on that end)."""
+
+    direction: str  # "up": beyond the largest grid value; "down": beyond the smallest
+    step: float  # what each step multiplies by: the end factor over its neighbour
+    values: tuple[Any, ...]  # 1, 2, ... steps beyond the end, in order
+
+
+@dataclass(frozen=True)
+class RefinedParam(ChoiceParam):
+    """A top-level refine node resolved for a grid: the grid runs `choices`, but every trial
+    suggests through one numeric range that also holds the `edges` values.
+
+    Optuna refuses to widen a categorical within a study ("CategoricalDistribution does not
+    support dynamic value space") and warns on a fixed value outside its distribution, so the
+    range spans from the start every value an edge extension may add; the GridSampler still
+    gets the grid values only (`SearchSpace.grid`).
+    """
+
+    edges: tuple[Edge, ...] = ()  # beyond the largest value ("up"), the smallest ("down")
+
+    @property
+    def distribution(self) -> FloatDistribution | IntDistribution:
+        values = [*self.choices, *(v for edge in self.edges for v in edge.values)]
+        low, high = min(values), max(values)
+        if all(isinstance(v, int) for v in values):
+            return IntDistribution(low, high, log=low >= 1)  # Optuna: log ints start at 1
+        return FloatDistribution(float(low), float(high), log=low > 0)
+
+    def sample(self, trial: BaseTrial) -> int | float:
+        d = self.distribution
+        if isinstance(d, IntDistribution):
+            return trial.suggest_int(self.optuna_name, d.low, d.high, log=d.log)
+        return trial.suggest_float(self.optuna_name, d.low, d.high, log=d.log)
+
+
+@dataclass(frozen=True)
 class RefineParam:
     """`{refine: lr_adam, factors: [0.5, 1, 2]}`: a grid axis around the value the parent
     study chose for this setting (PROTOCOL.md phase 2: Adam 1e-3 -> 5e-4, 1e-3, 2e-3 [000]).
@@ -93,7 +131,7 @@ class RefineParam:
         raise RuntimeError(f"{self.field}: resolve refinements before suggesting")
 
 
-Param = Union[FixedParam, RangeParam, ChoiceParam, RefineParam]
+Param = Union[FixedParam, RangeParam, ChoiceParam, RefinedParam, RefineParam]
 
 
 def suggest(params: tuple[Param, ...], trial: BaseTrial) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The protocol fields of a study file: `eliminate`, `selection`, `precondition`.
+"""The protocol fields of a study file: `eliminate`, `selection`, `precondition`,
+`train_longer`.
 
 PROTOCOL.md gives every phase eliminatory criteria, one or two main criteria and
 tie-breakers, and some phases apply only in a given state ("regularization, only when
@@ -48,6 +49,29 @@ class _SelectionEntry(BaseModel):
     criterion: str
     direction: str | None = None  # default: the criterion's natural direction (METRICS)
     tolerance: float = Field(0.0, ge=0)
+
+
+_TRAIN_LONGER_EXAMPLE = "{factor: 2, max_epochs: 80, patience: 10}"
+
+
+class TrainLongerSpec(BaseModel):
+    """When the inherited choice is undertrained (its train loss still falls steeply at the
+    last epoch [000]), this phase's trials run `factor` times its epochs, at most `max_epochs`
+    (never fewer than they would), and stop early once `patience` epochs bring no new
+    validation peak (0: never), so the trials that have converged do not pay for the rest."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    factor: float = Field(2.0, gt=1)
+    max_epochs: int = Field(80, ge=1)
+    patience: int = Field(10, ge=0)
+
+
+def parse_train_longer(raw: Any, file: str, field: str = "train_longer") -> TrainLongerSpec | None:
+    """`train_longer: {factor, max_epochs, patience}`, or None when the field is absent."""
+    if raw is None:
+        return None
+    mapping = require_mapping(raw, file, field, _TRAIN_LONGER_EXAMPLE)
+    return validate_model(TrainLongerSpec, mapping, file, field)
 
 
 def parse_eliminate(names: list[str], file: str, field: str = "eliminate") -> list[str]:

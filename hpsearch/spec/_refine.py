@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 from hpsearch.config import base_type
 from hpsearch.errors import SpecError
 from hpsearch.spec._messages import bad_type, check_keys, check_setting_value, join
-from hpsearch.spec._params import ChoiceParam, Param, RefineParam, walk
+from hpsearch.spec._params import ChoiceParam, Edge, Param, RefinedParam, RefineParam, walk
 
 SIGNIFICANT_DIGITS = 6  # 1e-3 * 0.5 is 0.0005, not 0.0005000000000000001
 _KEYS = ("refine", "factors")
@@ -97,16 +97,26 @@ def check_resolved(params: tuple[Param, ...], file: str) -> None:
             )
 
 
-def resolve(params: tuple[Param, ...], chosen: Chosen, file: str) -> tuple[Param, ...]:
-    """`params` with every refine node, in branches too, replaced by its list of values."""
-    return tuple(_resolve_one(param, chosen, file) for param in params)
+def resolve(
+    params: tuple[Param, ...], chosen: Chosen, file: str, edge_steps: int = 0
+) -> tuple[Param, ...]:
+    """`params` with every refine node, in branches too, replaced by its list of values.
+    With `edge_steps` (a grid), a top-level node also holds the values up to that many steps
+    beyond each end of its grid (a RefinedParam), which protocol/edges.py may try."""
+    return tuple(_resolve_one(param, chosen, file, edge_steps) for param in params)
 
 
-def _resolve_one(param: Param, chosen: Chosen, file: str) -> Param:
+def _resolve_one(param: Param, chosen: Chosen, file: str, edge_steps: int) -> Param:
     if isinstance(param, RefineParam):
-        values = refined_values(param, chosen(param.parent, param.name), file)
-        return ChoiceParam(param.name, param.optuna_name, values, param.field)
+        value = chosen(param.parent, param.name)
+        values = refined_values(param, value, file)
+        edges = edge_ladders(param, value, file, edge_steps)
+        if not any(edge.values for edge in edges):
+            return ChoiceParam(param.name, param.optuna_name, values, param.field)
+        return RefinedParam(param.name, param.optuna_name, values, param.field, edges=edges)
     if isinstance(param, ChoiceParam) and param.branches:
+        # Branch refine nodes stay plain lists: a grid cannot search `when` branches, and
+        # edge extension is a grid's (edge_steps stays 0 below the top level).
         branches = {k: resolve(branch, chosen, file) for k, branch in param.branches.items()}
         return dataclasses.replace(param, branches=branches)
     return param
@@ -120,15 +130,50 @@ def refined_values(param: RefineParam, value: Any, file: str) -> tuple[Any, ...]
                         f"`{param.name}`", value,
                         f"run study `{param.parent}` first, or search `{param.name}` without "
                         "`refine`")
-    integer = isinstance(value, int) if param.integer is None else param.integer
     values: list[Any] = []
     for factor in param.factors:
-        refined = round_sig(value * factor)
-        item = check_setting_value(file, param.field, param.name,
-                                   round_half_up(refined) if integer else refined)
+        item = _refined(param, value, factor, file)
         if item not in values:
             values.append(item)
     return tuple(values)
+
+
+def edge_ladders(param: RefineParam, value: Any, file: str, steps: int) -> tuple[Edge, ...]:
+    """The values 1..`steps` steps beyond the largest and the smallest grid value; a step is
+    the end factor over its neighbour, to 6 significant digits (2 for [0.5, 1, 2], 1.67 for
+    [0.67, 1, 1.67]). None for a grid of one factor, or around a value that is not positive
+    (the range holding them is logarithmic, like the learning rates it serves)."""
+    factors = sorted(param.factors)
+    if steps < 1 or len(factors) < 2 or not value > 0:
+        return ()
+    return (_edge(param, value, file, "up", factors[-1], factors[-2], steps),
+            _edge(param, value, file, "down", factors[0], factors[1], steps))
+
+
+def _edge(param: RefineParam, value: Any, file: str, direction: str, end: float,
+          neighbour: float, steps: int) -> Edge:
+    step = round_sig(end / neighbour)
+    last = _refined(param, value, end, file)
+    values: list[Any] = []
+    for k in range(1, steps + 1):
+        try:
+            item = _refined(param, value, end * step**k, file)
+        except SpecError:  # a value the setting refuses: the ladder stops before it
+            break
+        # An int rounded back onto the last value (or down to 0) adds nothing new.
+        if item <= 0 or (item <= last if direction == "up" else item >= last):
+            break
+        values.append(item)
+        last = item
+    return Edge(direction, step, tuple(values))
+
+
+def _refined(param: RefineParam, value: Any, factor: float, file: str) -> Any:
+    """`value * factor` to 6 significant digits, an int for an int setting (or int value)."""
+    integer = isinstance(value, int) if param.integer is None else param.integer
+    refined = round_sig(value * factor)
+    return check_setting_value(file, param.field, param.name,
+                               round_half_up(refined) if integer else refined)
 
 
 def round_sig(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:

@@ -28,6 +28,7 @@ from hpsearch.spec._params import (
     FixedParam,
     Param,
     RangeParam,
+    RefinedParam,
     RefineParam,
     definitions,
 )
@@ -35,8 +36,8 @@ from hpsearch.spec._refine import Refinement
 from hpsearch.spec._space_parser import parse_params
 
 __all__ = [
-    "ChoiceParam", "FixedParam", "Param", "RangeParam", "Refinement", "RefineParam",
-    "SearchSpace", "parse_space",
+    "ChoiceParam", "FixedParam", "Param", "RangeParam", "Refinement", "RefinedParam",
+    "RefineParam", "SearchSpace", "parse_space",
 ]
 
 _GRID_FIX = "use sampler tpe or random, or write the parameter as `values: [...]`"
@@ -99,10 +100,15 @@ class SearchSpace:
         """Every `refine` node (branches included), in file order."""
         return _refine.refinements(self.params)
 
-    def resolve_refinements(self, chosen: Callable[[str, str], Any]) -> SearchSpace:
+    def resolve_refinements(
+        self, chosen: Callable[[str, str], Any], edge_steps: int = 0
+    ) -> SearchSpace:
         """A copy where each refine node is a list of values: the value `chosen(parent,
-        setting)` times each factor, to 6 significant digits (ints rounded, deduplicated)."""
-        return SearchSpace(_refine.resolve(self.params, chosen, self.file), self.file)
+        setting)` times each factor, to 6 significant digits (ints rounded, deduplicated).
+        With `edge_steps` (a grid), a top-level node is a RefinedParam whose range also holds
+        the values that many steps beyond each end of its grid (protocol/edges.py)."""
+        return SearchSpace(_refine.resolve(self.params, chosen, self.file, edge_steps),
+                           self.file)
 
     def replace(self, setting: str, raw: Mapping[str, Any]) -> SearchSpace:
         """A copy where the top-level parameter `setting` is `raw` (study-file grammar, e.g. a

@@ -20,6 +20,9 @@ The protocol fields (PROTOCOL.md) say how the phase picks its winner:
     keep_tolerance: 0.002                   a technique must beat the baseline by more
     follow: [optimizer]                     categoricals fixed to the inherited value:
                                             only that choice's branch is searched
+    train_longer: {factor: 2, max_epochs: 80, patience: 10}
+                                            more epochs when the inherited choice is
+                                            undertrained, early stopping on a plateau
 
 Every problem is ONE `SpecError` naming the file, the field, the value and the fix.
 """
@@ -39,15 +42,18 @@ from hpsearch.spec._families import (
     missing_family,
     model_family,
     no_declared_knobs,
+    parse_family_choice,
     parse_spaces,
 )
 from hpsearch.spec._messages import check_keys, validate_model
 from hpsearch.spec._protocol_fields import (
     SelectionSpec,
+    TrainLongerSpec,
     parse_eliminate,
     parse_follow,
     parse_precondition,
     parse_selection,
+    parse_train_longer,
 )
 from hpsearch.spec._sections import ObjectiveSpec, parse_base, parse_objective
 from hpsearch.spec.samplers import (
@@ -83,11 +89,13 @@ class _StudyFile(BaseModel):
     baseline: bool = False
     keep_tolerance: float = Field(0.0, ge=0)
     follow: list[str] = Field(default_factory=list)
+    train_longer: Any = None
     sampler: Any = Field(default_factory=dict)
     pruner: Any = None
     trials: int | None = Field(None, ge=1)
     space: Any = None
     spaces: Any = None
+    families: list[str] = Field(default_factory=list)
 
 
 class StudySpec(BaseModel):
@@ -110,6 +118,8 @@ class StudySpec(BaseModel):
     space: SearchSpace | None
     spaces: dict[str, SearchSpace] = Field(default_factory=dict)  # model family -> space
     uses_declared: bool = False  # `spaces.factory: declared`: a user model's own knobs
+    # `families: [mlp, cnn]`: the space that also chooses the model family, for image data.
+    family_space: SearchSpace | None = None
     inherits: list[str] = Field(default_factory=list)
     eliminate: list[str] = Field(default_factory=list)  # lr_verdict reasons that prune
     selection: list[SelectionSpec] = Field(default_factory=list)  # in order; first is main
@@ -119,6 +129,8 @@ class StudySpec(BaseModel):
     # Categoricals not sampled but fixed to the inherited value, only its branch searched:
     # optimizer options are the chosen optimizer's options (PROTOCOL.md phase 4 [000]).
     follow: list[str] = Field(default_factory=list)
+    # More epochs (and early stopping) when the inherited choice is undertrained [000].
+    train_longer: TrainLongerSpec | None = None
     file: str = ""  # how messages name the study file
 
     def fixed_values(self) -> dict[str, Any]:
@@ -146,6 +158,10 @@ class StudySpec(BaseModel):
             return self.with_space(self.spaces[family])
         families = list(self.spaces) + (["factory (declared)"] if self.uses_declared else [])
         raise missing_family(self.file, model, families)
+
+    def choosing_family(self, model: str) -> bool:
+        """Whether the file chooses the family (`families:`) and `model` is one of them."""
+        return self.family_space is not None and model in self.family_space.params[0].choices
 
     def with_space(self, space: SearchSpace) -> StudySpec:
         """A copy searching `space`; without `trials:` a grid's budget is its new size."""
@@ -199,7 +215,7 @@ def parse_study_spec(
         objective=objective, sampler=sampler, pruner=pruner,
         trials=_trials(top.trials, sampler, space), declared_trials=top.trials, space=space,
         spaces=spaces, uses_declared=uses_declared, inherits=top.inherits, file=file,
-        **protocol,
+        family_space=parse_family_choice(top.families, top.spaces, file), **protocol,
     )
 
 
@@ -211,6 +227,7 @@ def _protocol_fields(top: _StudyFile, objective: ObjectiveSpec, file: str) -> di
         "baseline": top.baseline,
         "keep_tolerance": top.keep_tolerance,
         "follow": parse_follow(top.follow, file),
+        "train_longer": parse_train_longer(top.train_longer, file),
     }
 
 

@@ -82,7 +82,9 @@ def fit(
     epoch and may raise (e.g. to prune). A NaN/inf training loss raises `Diverged` right after
     that epoch, before `on_epoch`. With `config.val_subset` smaller than the validation split,
     each epoch validates on that fixed stratified subset and the peak epoch's weights are
-    validated on the whole split at the end (train/validation.py).
+    validated on the whole split at the end (train/validation.py). With `config.patience`,
+    training stops after that many epochs without a new validation peak and the model
+    returned has the peak epoch's weights (else its last ones).
     """
     device = torch.device(device)
     check_augment(config, data.input_shape)
@@ -94,14 +96,14 @@ def fit(
     scheduler = build_scheduler(config, optimizer, len(batches))
     step = TrainStep(model, optimizer, scheduler, config)
     per_epoch_val = validation_subset(data.val, config.val_subset)
-    peak = PeakKeeper() if per_epoch_val is not data.val else None
+    subset = per_epoch_val is not data.val
+    peak = PeakKeeper(keep_weights=subset or config.patience > 0)
     history: list[dict] = []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = _train_epoch(step, batches, config, generator, device)
         val_loss, val_acc = evaluate(model, per_epoch_val, config, device, step.loss)
-        if peak is not None:
-            peak.offer(model, epoch, val_loss, val_acc)
+        peak.offer(model, epoch, val_loss, val_acc)
         history.append(_record(
             epoch, train_loss, train_acc, val_loss, val_acc,
             lr=config.lr * lr_factor(config, epoch * len(batches) - 1, len(batches)),
@@ -111,8 +113,12 @@ def fit(
             raise Diverged(epoch, history)
         if on_epoch is not None:
             on_epoch(history[-1])
-    if peak is not None and peak.state is not None:
+        if config.patience and peak.stale_for(epoch) >= config.patience:
+            break  # early stopping: `patience` epochs without a new validation peak
+    if subset and peak.state is not None:
         _validate_peak_fully(model, peak, data.val, config, device, step.loss, history)
+    if config.patience and peak.state is not None:
+        model.load_state_dict(peak.state)  # early stopping keeps the peak's weights
     return model, history
 
 

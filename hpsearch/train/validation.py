@@ -54,22 +54,28 @@ def _stratified(labels: torch.Tensor, size: int, generator: torch.Generator) -> 
 
 
 class PeakKeeper:
-    """Keeps a copy of the model's weights at the peak epoch: the highest validation accuracy
-    (the first, on ties), else the lowest validation loss, as the protocol's criteria read
-    the peak (protocol/criteria.py)."""
+    """Tracks the peak epoch: the highest validation accuracy (the first, on ties), else the
+    lowest validation loss, as the protocol's criteria read the peak (protocol/criteria.py);
+    with `keep_weights`, a copy of the model's weights there."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_weights: bool) -> None:
+        self.keep_weights = keep_weights
         self.state: dict[str, torch.Tensor] | None = None
         self.epoch: int | None = None
-        self._best: tuple[float, ...] | None = None
+        self._best: float | None = None
 
     def offer(self, model: nn.Module, epoch: int, val_loss: float, val_acc: float | None) -> None:
-        score = (val_acc,) if val_acc is not None else (-val_loss,)
-        if score[0] != score[0]:  # NaN never peaks
+        score = val_acc if val_acc is not None else -val_loss
+        if score != score:  # NaN never peaks
             return
         if self._best is None or score > self._best:
             self._best, self.epoch = score, epoch
-            self.state = copy.deepcopy(model.state_dict())
+            if self.keep_weights:
+                self.state = copy.deepcopy(model.state_dict())
+
+    def stale_for(self, epoch: int) -> int:
+        """Epochs since the peak (all of them before any finite value)."""
+        return epoch - (self.epoch or 0)
 
     def restore_into(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Load the peak weights into `model`; return the weights it had, to load back."""

@@ -54,15 +54,26 @@ def test_architecture_trains_with_the_lr_the_lr_phase_chose(protocol_url):
     chosen_lr = load("lr_adam_refine", url).user_attrs["selection"]["config"]["lr"]
     architecture = load("architecture", url)
     assert architecture.user_attrs["inherited"]["from"][0]["study"] == "lr_adam_refine"
-    for trial in architecture.trials:
+    inheriting = [t for t in architecture.trials if not any(k.startswith("lr") for k in t.params)]
+    assert inheriting  # the MLP branch (the CNN searches its own rate)
+    for trial in inheriting:
         assert trial.user_attrs["config"]["lr"] == chosen_lr
+
+
+def grid_lrs(study):
+    """The learning rates of a refine grid's own trials (not those extending its edges)."""
+    return sorted(t.params["lr"] for t in study.trials if "edge_step" not in t.user_attrs)
 
 
 def test_refinement_grid_is_built_around_the_parent_choice(protocol_url):
     url, _ = protocol_url
     explored = load("lr_adam", url).user_attrs["selection"]["config"]["lr"]
-    refined = sorted(t.params["lr"] for t in load("lr_adam_refine", url).trials)
-    assert refined == pytest.approx([explored * 0.5, explored, explored * 2])
+    refine = load("lr_adam_refine", url)
+    assert grid_lrs(refine) == pytest.approx([explored * 0.5, explored, explored * 2])
+    # 4 epochs favour the largest rate: the grid extends up (protocol/edges.py)
+    extended = refine.user_attrs["selection"].get("extended")
+    added = sorted(t.params["lr"] for t in refine.trials if "edge_step" in t.user_attrs)
+    assert added == sorted(extended["added"] if extended else [])
 
 
 def test_every_trial_stores_all_criteria(protocol_url):
@@ -307,8 +318,7 @@ def test_chaining_through_every_storage_backend(storage_url):
     child = load("lr_adam_refine", storage_url)
     assert child.user_attrs["inherited"]["from"] == [
         {"study": "lr_adam", "trial": parent["trial"], "reason": parent["reason"]}]
-    assert sorted(t.params["lr"] for t in child.trials) == pytest.approx(
-        [parent["config"]["lr"] * f for f in (0.5, 1, 2)])
+    assert grid_lrs(child) == pytest.approx([parent["config"]["lr"] * f for f in (0.5, 1, 2)])
 
 
 def test_test_phase_must_name_what_it_tests(write_study, studies_dir, tmp_path):

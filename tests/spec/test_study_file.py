@@ -47,7 +47,7 @@ BAD_STUDIES = [
         OBJECTIVE + SPACE + "trails: 30\n",
         "trails: unknown key `trails`; fix: did you mean trials? use one of: description, "
         "phase, inherits, base, objective, eliminate, selection, precondition, baseline, "
-        "keep_tolerance, follow, sampler, pruner, trials, space, spaces",
+        "keep_tolerance, follow, train_longer, sampler, pruner, trials, space, spaces, families",
     ),
     (
         "unknown key inside a range",
