@@ -10,15 +10,16 @@ instead: the trials would differ in name only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError, SpecError, UsageError
 from hpsearch.metrics import METRICS
+from hpsearch.protocol.edges import MAX_EDGE_STEPS
 from hpsearch.spec import MissingSpace, SearchSpace, StudySpec
 from hpsearch.spec._params import walk
-from hpsearch.train.contract import Contract
+from hpsearch.train.contract import Contract, contract_for
 from hpsearch.train.losses import CUSTOM, REGRESSION, task_of
 from hpsearch.train.registry import declared_space, resolve_factory
 from hpsearch.train.splits import DataSplits, TensorSplit
@@ -35,9 +36,19 @@ class Adapted:
     not_searched: list[str] = field(default_factory=list)  # settings the model ignores
 
 
-def adapt(spec: StudySpec, config: TrainConfig, contract: Contract, chosen: Chosen) -> Adapted:
+def adapt(
+    spec: StudySpec, config: TrainConfig, contract: Contract, chosen: Chosen,
+    input_shape: Callable[[], tuple[int, ...]] | None = None,
+) -> Adapted:
     """The space for `config.model`, narrowed to what it honours (protocol phases) or checked
-    against it (the user's studies), refinements resolved around the parents' choices."""
+    against it (the user's studies), refinements resolved around the parents' choices.
+
+    A file with `families: [mlp, cnn]` chooses the family too when the model is one of them
+    and the inputs are images (`input_shape()`: C, H, W): the protocol's first source tunes
+    CNNs [000]. Both are hpsearch's own models, each honouring its own knobs."""
+    if spec.choosing_family(config.model) and input_shape is not None \
+            and len(input_shape()) == 3:
+        return Adapted(spec.with_space(spec.family_space))
     try:
         spec = spec.with_space_for(config.model, _declared(spec, config.model))
     except MissingSpace as missing:
@@ -47,7 +58,8 @@ def adapt(spec: StudySpec, config: TrainConfig, contract: Contract, chosen: Chos
                        "this phase has nothing to search for it")
     if spec.follow:
         spec = spec.following(config.to_dict())
-    adapted = _narrowed(spec, contract) if spec.phase else Adapted(_checked(spec, contract))
+    adapted = (_narrowed(spec, contract) if spec.phase
+               else Adapted(_checked(spec, contract, config)))
     if adapted.skip is None and adapted.spec.space.refinements():
         return _refined(adapted, chosen)
     return adapted
@@ -75,14 +87,25 @@ def _compares(spec: StudySpec) -> bool:
     return spec.sampler.name != "grid" or spec.space.grid_size() > 1
 
 
-def _checked(spec: StudySpec, contract: Contract) -> StudySpec:
-    for param in walk(spec.space.params):
-        if not getattr(param, "selector", False) and not contract.honoured(param.name):
-            raise SpecError(spec.file, param.field, contract.refusal(param.name))
+def _checked(spec: StudySpec, contract: Contract, config: TrainConfig) -> StudySpec:
+    _check_params(spec.space.params, contract, config, spec.file)
     for key in spec.base:
         if not contract.honoured(key):
             raise SpecError(spec.file, f"base.{key}", contract.refusal(key))
     return spec
+
+
+def _check_params(params, contract: Contract, config: TrainConfig, file: str) -> None:
+    """Every node honoured; the branches of a `model` choice by the model they pick (a flat
+    search over MLP or CNN gives the CNN's knobs under `when: {cnn: ...}`)."""
+    for param in params:
+        if not getattr(param, "selector", False) and not contract.honoured(param.name):
+            raise SpecError(file, param.field, contract.refusal(param.name))
+        for choice, branch in getattr(param, "branches", {}).items():
+            picked = contract
+            if param.name == "model":
+                picked = contract_for(replace(config, model=choice), f"{file}: {param.field}")
+            _check_params(branch, picked, config, file)
 
 
 def _refined(adapted: Adapted, chosen: Chosen) -> Adapted:
@@ -103,7 +126,10 @@ def _refined(adapted: Adapted, chosen: Chosen) -> Adapted:
             )
         return choice["config"][setting]
 
-    adapted.spec = spec.with_space(spec.space.resolve_refinements(value))
+    # A grid may extend at its edges (protocol/edges.py): its refine nodes' ranges hold the
+    # values that far beyond the grid from the first trial on.
+    edge_steps = MAX_EDGE_STEPS if spec.sampler.name == "grid" else 0
+    adapted.spec = spec.with_space(spec.space.resolve_refinements(value, edge_steps))
     return adapted
 
 

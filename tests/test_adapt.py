@@ -82,3 +82,44 @@ def test_a_refinement_around_a_skipped_parent_is_skipped():
     result = adapt(spec, config, contract_for(config), lambda parent: skipped)
     assert result.skip == ("it refines `lr` around study `lr_adam`, which was skipped "
                            "(skipped: nothing to compare)")
+
+
+def family_choice(model: str, input_shape):
+    spec = load_study_spec(bundled_dir() / "architecture.yaml")
+    config = TrainConfig(model=model)
+    shape = None if input_shape is None else (lambda: input_shape)
+    return adapt(spec, config, contract_for(config), lambda parent: None, shape)
+
+
+def test_the_architecture_phase_chooses_mlp_or_cnn_on_images():
+    result = family_choice("mlp", (1, 28, 28))
+    (model,) = result.spec.space.params
+    assert (model.name, model.choices) == ("model", ("mlp", "cnn"))
+    assert {p.name for p in model.branches["mlp"]} == {"depth", "width"}
+    # The CNN brings its own Adam rate: the LR phases tuned the MLP's.
+    assert {p.name for p in model.branches["cnn"]} == {
+        "lr", "conv_blocks", "conv_width", "first_pool", "head"}
+
+
+@pytest.mark.parametrize("model, shape", [
+    ("mlp", (64,)),            # vectors: no CNN
+    ("mlp", None),             # `--set model=mlp` pinned the family (preparation passes None)
+    ("hp_adapt:cnn", (1, 28, 28)),  # a user's model searches its own knobs
+])
+def test_no_family_choice(model, shape):
+    space = family_choice(model, shape).spec.space
+    assert "model" not in space.sampled_settings()
+
+
+def test_a_family_choice_needs_each_familys_space():
+    from hpsearch.errors import SpecError
+    from hpsearch.spec import parse_study_spec
+
+    data = {"objective": {"metric": "best_val_acc"},
+            "spaces": {"mlp": {"depth": {"values": [1, 2]}}}}
+    with pytest.raises(SpecError, match=r"^x\.yaml: families\.1: has no space `spaces\.cnn`"):
+        parse_study_spec({**data, "families": ["mlp", "cnn"]}, "x.yaml", name="x")
+    with pytest.raises(SpecError, match=r"^x\.yaml: families\.0: unknown or repeated model "):
+        parse_study_spec({**data, "families": ["resnet", "mlp"]}, "x.yaml", name="x")
+    with pytest.raises(SpecError, match=r"^x\.yaml: families: must list two families or more"):
+        parse_study_spec({**data, "families": ["mlp"]}, "x.yaml", name="x")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
+import pytest
+
+from hpsearch.errors import UsageError
+from hpsearch.spec import load_study_spec
+from hpsearch.spec.yaml_loader import load_yaml_text
 from tests.conftest import REPO
 
 EPOCHS = 4  # per trial: the fewest at which the LR phases' digits curves are not all "underfitting"
@@ -18,31 +24,104 @@ def load_benchmark(name: str):
     return module
 
 
-def per_seed_epochs(table: str) -> dict[str, int]:
-    """arm -> epochs, read from the per-seed rows `| arm | seed | val | test | epochs | wall |`."""
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ARMS = ["untuned", "protocol", "tpe_median", "tpe_hyperband", "random"]
+
+
+def per_seed_rows(table: str) -> dict[str, list[str]]:
+    """arm -> its cells after the arm, read from the per-seed rows
+    `| arm | seed | val | test | epochs | wall | @25% | @50% | @100% |`."""
     rows = table.split("Per seed:")[1].splitlines()[3:]  # after the header and the rule
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows if row.startswith("| ")]
-    return {c[0]: int(c[4]) for c in cells}
+    return {c[0]: c[1:] for c in cells}
 
 
-def test_search_quality_quick_run_compares_three_arms_at_equal_epochs(tmp_path, capsys):
-    out = tmp_path / "results.json"
-    search_quality = load_benchmark("search_quality")
-    search_quality.main([
+def quick_run(tmp_path, capsys, *arms_and_budget: str) -> tuple[dict, list[dict], Path]:
+    """The smoke run of search_quality.py: (per-seed table cells, JSON rows, the PNG)."""
+    out, plot = tmp_path / "results.json", tmp_path / "curves.png"
+    load_benchmark("search_quality").main([
         "--dataset", "digits", "--seeds", "0", "--trials-scale", "0.1", "--epochs", str(EPOCHS),
         "--device", "cpu", "--workdir", str(tmp_path / "work"), "--out", str(out),
+        "--plot", str(plot), *arms_and_budget,
     ])
     printed = capsys.readouterr().out
-    epochs = per_seed_epochs(printed)
-    assert list(epochs) == ["untuned", "protocol", "flat"]
-    assert epochs["untuned"] == EPOCHS
-    assert abs(epochs["flat"] - epochs["protocol"]) <= EPOCHS
+    assert "| best val @25% | @50% | @100% |" in printed
+    rows = per_seed_rows(printed)
     summary = printed.split("Per seed:")[0]
-    for arm in ("untuned", "protocol", "flat"):
+    for arm, cells in rows.items():
         assert f"| {arm} | " in summary
+        early, midway, end = (float(c) for c in cells[5:8])  # every arm finished a trial early
+        assert 0.0 < early <= midway <= end <= 1.0, arm
     results = json.loads(out.read_text())["results"]
-    assert {r["arm"] for r in results} == {"untuned", "protocol", "flat"}
-    assert all(0.0 < r["test_acc"] <= 1.0 and r["wall_s"] > 0 for r in results)
+    assert [r["arm"] for r in results] == list(rows)
+    for r in results:
+        assert 0.0 < r["test_acc"] <= 1.0 and r["wall_s"] > 0
+        assert r["best_val_100"] == max(p["best_val_acc"] or 0 for p in r["curve"]
+                                        if p["epochs"] <= r["budget_epochs"])
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+    return rows, results, plot
+
+
+# Five arms in one run take about a minute on 2 shared CPU cores: the protocol and one
+# flat arm run at equal epochs here, the other two flat arms against --flat-budget next.
+def test_search_quality_quick_run_compares_the_protocol_at_equal_epochs(tmp_path, capsys):
+    rows, results, _ = quick_run(tmp_path, capsys, "--arms", "untuned", "protocol", "tpe_median")
+    assert list(rows) == ARMS[:3]
+    assert int(rows["untuned"][3]) == EPOCHS
+    # Equal search epochs, to within one trial (the test retraining runs the chosen
+    # configuration's epochs, which a protocol phase may have lengthened).
+    search = {r["arm"]: r["search_epochs"] for r in results}
+    assert abs(search["tpe_median"] - search["protocol"]) <= EPOCHS, search
+    protocol = results[1]
+    assert protocol["curve"][-1]["epochs"] == protocol["search_epochs"] == protocol["budget_epochs"]
+    assert all(r["budget_epochs"] == protocol["search_epochs"] for r in results)
+
+
+def test_search_quality_quick_run_hyperband_and_random_spend_the_flat_budget(tmp_path, capsys):
+    budget = 6 * EPOCHS
+    rows, results, _ = quick_run(tmp_path, capsys, "--arms", "tpe_hyperband", "random",
+                                 "--flat-budget", str(budget))
+    assert list(rows) == ARMS[3:]
+    for r in results:
+        assert r["budget_epochs"] == budget
+        assert abs(r["search_epochs"] - budget) <= EPOCHS, r["arm"]
+
+
+def test_search_quality_mlp_cnn_space_lets_the_flat_search_choose_the_family():
+    search_quality = load_benchmark("search_quality")
+    spec = search_quality.flat_spec("tpe_hyperband", seed=0, space="mlp_cnn", epochs=7)
+    space = spec.space.distributions()
+    assert set(space["model"].choices) == {"mlp", "cnn"}
+    for knob in ("conv_blocks", "conv_width", "first_pool", "head", "conv_norm"):
+        assert f"{knob}[cnn]" in space
+    for knob in ("depth", "width", "norm"):
+        assert f"{knob}[mlp]" in space
+    assert "model" not in spec.base and "depth" not in spec.base
+    assert spec.pruner.name == "hyperband"
+    assert spec.pruner.args == {"min_resource": 1, "max_resource": 7, "reduction_factor": 3}
+    mlp_only = search_quality.flat_spec("random", seed=0, space="mlp").space.distributions()
+    assert "model" not in mlp_only and not any(k.startswith("conv_") for k in mlp_only)
+
+
+def quick_args(search_quality, space: str):
+    return search_quality.parse_args(["--dataset", "digits", "--seeds", "0", "--epochs", "2",
+                                      "--device", "cpu", "--space", space])
+
+
+def test_search_quality_mlp_flat_arms_pass_hpsearchs_checks():
+    search_quality = load_benchmark("search_quality")
+    search_quality.check_flat_arms(quick_args(search_quality, "mlp"))
+
+
+def test_search_quality_mlp_cnn_flat_arms_pass_hpsearchs_checks():
+    search_quality = load_benchmark("search_quality")
+    search_quality.check_flat_arms(quick_args(search_quality, "mlp_cnn"))
+
+
+def test_search_quality_mlp_space_pins_the_protocols_family():
+    search_quality = load_benchmark("search_quality")
+    assert search_quality.protocol_overrides("mlp", {"seed": 1}) == {"seed": 1, "model": "mlp"}
+    assert search_quality.protocol_overrides("mlp_cnn", {"seed": 1}) == {"seed": 1}
 
 
 def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):

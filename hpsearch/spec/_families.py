@@ -53,6 +53,33 @@ def parse_spaces(
     return spaces, uses_declared
 
 
+# The built-in families a phase may choose between (`families: [mlp, cnn]`): both are
+# hpsearch's own models, so each honours its own knobs.
+CHOOSABLE_FAMILIES = ("mlp", "cnn")
+_FAMILIES_FIX = "list two or more of: mlp, cnn, each with its space under `spaces`"
+
+
+def parse_family_choice(
+    families: list[str], raw_spaces: Any, file: str, field: str = "families"
+) -> SearchSpace | None:
+    """`families: [mlp, cnn]`: one space that chooses the model among them, each branch that
+    family's space (`model: {choices: [mlp, cnn], when: {mlp: ..., cnn: ...}}`)."""
+    if not families:
+        return None
+    for index, family in enumerate(families):
+        if family not in CHOOSABLE_FAMILIES or families.index(family) != index:
+            raise SpecError(file, f"{field}.{index}", "unknown or repeated model family",
+                            family, _FAMILIES_FIX)
+        if not isinstance(raw_spaces, Mapping) or family not in raw_spaces:
+            raise SpecError(file, f"{field}.{index}", f"has no space `spaces.{family}`",
+                            family, _FAMILIES_FIX)
+    if len(families) < 2:
+        raise SpecError(file, field, "must list two families or more", families,
+                        _FAMILIES_FIX)
+    when = {family: raw_spaces[family] for family in families}
+    return parse_space({"model": {"choices": list(families), "when": when}}, file, "spaces")
+
+
 def declared_space(declared: Mapping[str, Any], model: str, file: str = "") -> SearchSpace:
     """The knobs a model factory declares, names relative to `model_args`; messages name
     the study file, the model and the field as the factory wrote it
