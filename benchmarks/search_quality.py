@@ -276,9 +276,10 @@ def run_protocol_arm(url: str, overrides: dict, seed: int, trials_scale: float,
     outcomes = run_protocol(studies_dir=STUDIES, storage=url,
                             overrides=protocol_overrides(space, overrides),
                             trials_scale=trials_scale, tag=tag)
-    studies = [load_study(o.study, url) for o in outcomes if o.status != "tested"]
+    ran = [o for o in outcomes if o.status not in ("tested", "blocked")]  # blocked: not stored
+    studies = [load_study(o.study, url) for o in ran]
     search = sum(trial_epochs(study) for study in studies)
-    choice = load_study(stored_name_function(tag)("scheduler"), url).user_attrs["selection"]
+    choice = load_study(stored_name_function(tag)("final"), url).user_attrs["selection"]
     test = outcomes[-1].test
     return {"val_acc": choice["criteria"]["best_val_acc"], "test_acc": test["test_acc"],
             "epochs": search + test["epochs"], "search_epochs": search,

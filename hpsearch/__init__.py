@@ -7,7 +7,7 @@ The notebook API: everything the CLI does is one call here.
     hpsearch.best("lr_adam")                         # hpsearch best --study lr_adam
     hpsearch.trials("lr_adam"); hpsearch.curves("lr_adam")   # pandas DataFrames
     hpsearch.run_protocol(trials_scale=0.5)          # hpsearch protocol --trials-scale 0.5
-    hpsearch.run_test("scheduler")                   # hpsearch test --study scheduler
+    hpsearch.run_test("final")                       # hpsearch test --study final
     hpsearch.lr_find_for_study("lr_adam", record=True)   # hpsearch lr-find --record
     hpsearch.run_workers("optimizer", jobs=4, devices=["cuda:0", "cuda:1"])
 

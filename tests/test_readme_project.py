@@ -61,7 +61,7 @@ def check_my_project(example: Path, command: str, output: str) -> None:
         assert len(trials) == 8 and max(t.value for t in trials if t.value) > 0.5
         assert {t.user_attrs["config"]["model"] for t in trials} == {"my_nets:build_net"}
     elif "protocol" in command:
-        assert study(example, "scheduler@mine").user_attrs["test"]["test_acc"] > 0.5
+        assert study(example, "final@mine").user_attrs["test"]["test_acc"] > 0.5
         knobs = {t.params.get("model_args.hidden") for t in study(example, "architecture@mine").trials}
         assert len(knobs) > 1  # the declared knobs, searched by the architecture phase
         batchnorm = study(example, "batchnorm@mine").user_attrs["selection"]
@@ -87,7 +87,7 @@ def check_mnist_cnn(example: Path, command: str, output: str) -> None:
         gamma = trial.params["gamma"]  # the LR times gamma after every epoch
         assert history[1]["lr"] == pytest.approx(history[0]["lr"] * gamma)
         return
-    assert study(example, "scheduler").user_attrs["test"]["test_acc"] > 0.5
+    assert study(example, "final").user_attrs["test"]["test_acc"] > 0.5
     arch = study(example, "architecture")
     assert {"model_args.channels", "model_args.hidden"} <= set(arch.trials[0].params)
     assert "skipped" in output and "honours none of the settings this phase searches (norm)" in output

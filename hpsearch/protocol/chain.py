@@ -4,7 +4,7 @@ Each finished phase stores its choice on its study (`selection`: the chosen tria
 resolved configuration and criteria, and why). A child phase merges its parents' chosen
 configurations in order, records where they came from, and checks its precondition on them
 (PROTOCOL.md: regularization only when overfitting [000, 003]; micro-optimisation only if
-everything else is sound [000]).
+everything else is sound [000]; the final, longer training only while the curves still rise).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import optuna
 from hpsearch.config import RUNTIME_ONLY_KEYS
 from hpsearch.errors import UsageError
 from hpsearch.protocol.criteria import OVERFIT_ACC_GAP, OVERFIT_LOSS_GAP
+from hpsearch.protocol.longer import still_improving
 
 ATTR_SELECTION = "selection"  # the phase's choice: trial, config, criteria, reason, runners-up
 ATTR_INHERITED = "inherited"  # the configuration a phase started from, and its sources
@@ -104,6 +105,12 @@ def precondition_failure(precondition: str, inheritance: Inheritance) -> str | N
                 f"the inherited choice does not overfit ({gap_name} {_fmt(gap)} "
                 f"<= {threshold}); regularization applies only when overfitting [003]"
             )
+        return None
+    if precondition == "improving":
+        if still_improving(choice) is None:
+            return (f"the inherited choice was no longer improving at its end (validation "
+                    f"peak at epoch {criteria.get('peak_epoch')} of {criteria.get('epochs')}, "
+                    "train loss not falling steeply): more epochs would not pay")
         return None
     verdict = criteria.get("lr_verdict")
     if verdict in UNSOUND:

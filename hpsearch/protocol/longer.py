@@ -1,22 +1,24 @@
 """Acting on an `undertrained` verdict: the next phase trains longer, with early stopping.
 
 The protocol's own criteria mark a choice `undertrained` when its train loss still falls
-steeply at the last epoch: more epochs would still pay [000]. A phase that keeps judging its
+steeply at the last epoch: more epochs would still pay [000]; so do a validation accuracy
+that peaks in the last epochs (the curve still rising when training stopped). A phase that keeps judging its
 techniques at the epochs its parent ran then judges regularization, BatchNorm or a scheduler
 before their gains can show (a scheduler "costs extra epochs" [000]; the reference runs use
 1000 [001]). A phase file with `train_longer:` (spec/_protocol_fields.TrainLongerSpec) gives
 its trials `factor` times the epochs, up to `max_epochs`, and early stopping after
 `patience` epochs without a new validation peak, so converged trials stop paying. A choice
-that stopped early has met its plateau: it is not undertrained, whatever its train loss does.
+that stopped early has met its plateau: it is not still improving, whatever its train loss does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hpsearch.protocol.chain import Inheritance
-from hpsearch.spec import StudySpec
+if TYPE_CHECKING:  # chain.py reads still_improving for the `improving` precondition
+    from hpsearch.protocol.chain import Inheritance
+    from hpsearch.spec import StudySpec
 
 ATTR_TRAIN_LONGER = "train_longer"  # study attribute: {from, to, patience, reason}
 
@@ -28,7 +30,7 @@ class LongerTraining:
     before: int
     epochs: int
     patience: int
-    undertrained: bool  # else: as many epochs as the inherited choice ran
+    improving: bool  # the choice was still improving at its end; else: as many epochs
     reason: str
 
     def settings(self) -> dict[str, Any]:
@@ -37,37 +39,57 @@ class LongerTraining:
 
     def to_dict(self) -> dict[str, Any]:
         return {"from": self.before, "to": self.epochs, "patience": self.patience,
-                "undertrained": self.undertrained, "reason": self.reason}
+                "still_improving": self.improving, "reason": self.reason}
 
     def line(self) -> str:
-        why = "undertrained" if self.undertrained else "as the inherited choice"
+        why = "still improving" if self.improving else "as the inherited choice"
         return f"epochs {self.before} -> {self.epochs} ({why}; early stop after {self.patience})"
+
+
+# A chain of phases that keep improving doubles its epochs phase after phase: at most 4x the
+# epochs the run asks for (the phase's own or `--set epochs`), so a quick `--set epochs=3`
+# run stays quick (12 at most) while the default 20 reaches `max_epochs`.
+MAX_OVER_ASKED = 4
+# A validation peak in the last 10% of the epochs: the curve was still rising when training
+# stopped (the issue's "curves still rising at the end"), whatever the train loss did.
+LATE_PEAK = 0.9
 
 
 def longer_training(spec: StudySpec, inheritance: Inheritance, epochs: int) -> LongerTraining | None:
     """The epochs of a phase whose file has `train_longer`: at least those its inherited
     choice ran (a phase never judges at fewer epochs than the one before it, whatever
-    `--set epochs` says), times `factor` (at most `max_epochs`) when that choice is
-    undertrained. None when that is not more than `epochs`, what the trials would run."""
+    `--set epochs` says), times `factor` (at most `max_epochs`) when that choice was still
+    improving at its end. None when that is not more than `epochs`, what the trials would run."""
     rule, choice = spec.train_longer, inheritance.last_choice()
     if rule is None or choice is None:
         return None
     ran = int((choice.get("config") or {}).get("epochs", epochs))
     target = max(epochs, ran)
-    undertrained = _undertrained(choice)
-    if undertrained:
-        target = min(round(target * rule.factor), max(rule.max_epochs, target))
+    improving = still_improving(choice)
+    if improving:
+        cap = max(min(rule.max_epochs, MAX_OVER_ASKED * epochs), target)
+        target = min(round(target * rule.factor), cap)
     if target <= epochs:
         return None
     source = inheritance.sources[-1]
     picked = f"the inherited choice ({source['study']}, trial {source['trial']})"
-    reason = (f"{picked} is undertrained: its train loss still fell steeply at its last epoch "
-              f"({ran})" if undertrained else f"{picked} was trained for {ran} epochs")
-    return LongerTraining(epochs, target, rule.patience, undertrained, reason)
+    reason = f"{picked} {improving}" if improving else f"{picked} was trained for {ran} epochs"
+    return LongerTraining(epochs, target, rule.patience, bool(improving), reason)
 
 
-def _undertrained(choice: dict[str, Any]) -> bool:
+def still_improving(choice: dict[str, Any]) -> str | None:
+    """How the chosen trial was still improving when it stopped, or None: undertrained (its
+    train loss still falling steeply [000]) or a validation peak in its last epochs. A trial
+    that stopped early met its plateau."""
     criteria = choice.get("criteria") or {}
     planned = (choice.get("config") or {}).get("epochs")
-    stopped_early = planned is not None and criteria.get("epochs", planned) < planned
-    return bool(criteria.get("undertrained")) and not stopped_early
+    ran = criteria.get("epochs", planned)
+    if planned is None or ran is None or ran < planned:
+        return None
+    if criteria.get("undertrained"):
+        return (f"is undertrained: its train loss still fell steeply at its last epoch "
+                f"({ran})")
+    peak = criteria.get("peak_epoch")
+    if peak is not None and peak >= LATE_PEAK * ran and ran >= 10:
+        return (f"was still improving: its validation peak came at epoch {peak} of {ran}")
+    return None

@@ -29,8 +29,9 @@ from hpsearch.spec._sections import DIRECTIONS, ObjectiveSpec
 # them: overshoot (diverges), saw-teeth, underfitting, undertraining [000].
 ELIMINATION_REASONS = ("diverged", "oscillating", "underfitting", "undertrained")
 # none: always run; overfits: regularization phase, only when overfitting [000]; sound:
-# micro-optimization, only if everything else is sound [000].
-PRECONDITIONS = ("none", "overfits", "sound")
+# micro-optimization, only if everything else is sound [000]; improving: only when the
+# inherited choice was still improving at its end (the final, longer training).
+PRECONDITIONS = ("none", "overfits", "sound", "improving")
 _SELECTION_EXAMPLE = "{criterion: best_val_acc, tolerance: 0.005}"
 
 

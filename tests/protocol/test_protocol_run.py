@@ -122,10 +122,10 @@ def test_best_shows_the_choice_and_why(protocol_url):
 def test_test_phase_runs_once(protocol_url):
     url, _ = protocol_url
     with pytest.raises(UsageError, match="already tested .* the test set is used once"):
-        run_test("scheduler", url)
-    refused = CliRunner().invoke(cli, ["test", "--study", "scheduler", "--storage", url])
-    assert refused.exit_code == 2 and refused.output.startswith("error: study `scheduler` was already tested")
-    forced = CliRunner().invoke(cli, ["test", "--study", "scheduler", "--storage", url, "--force"])
+        run_test("final", url)
+    refused = CliRunner().invoke(cli, ["test", "--study", "final", "--storage", url])
+    assert refused.exit_code == 2 and refused.output.startswith("error: study `final` was already tested")
+    forced = CliRunner().invoke(cli, ["test", "--study", "final", "--storage", url, "--force"])
     assert forced.exit_code == 0 and "test accuracy" in forced.output
 
 

@@ -131,7 +131,7 @@ PROTOCOL_ERRORS = [
      "`selection` out to select on the objective"),
     ("precondition: overfit",
      "precondition: unknown precondition `overfit`; fix: did you mean overfits? use one of: "
-     "none, overfits, sound"),
+     "none, overfits, sound, improving"),
     ("baseline: 1",
      "baseline: must be true or false (got 1); fix: write true or false for `baseline`"),
     ("keep_tolerance: -0.01",
