@@ -16,9 +16,9 @@ from typing import Any, Callable, Mapping
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError, SpecError, UsageError
 from hpsearch.metrics import METRICS
-from hpsearch.protocol.edges import MAX_EDGE_STEPS
 from hpsearch.spec import MissingSpace, SearchSpace, StudySpec
 from hpsearch.spec._params import walk
+from hpsearch.spec._refine import MAX_EDGE_STEPS
 from hpsearch.train.contract import Contract, contract_for
 from hpsearch.train.losses import CUSTOM, REGRESSION, task_of
 from hpsearch.train.registry import declared_space, resolve_factory

@@ -17,7 +17,6 @@ import optuna
 from hpsearch.config import RUNTIME_ONLY_KEYS
 from hpsearch.errors import UsageError
 from hpsearch.protocol.criteria import OVERFIT_ACC_GAP, OVERFIT_LOSS_GAP
-from hpsearch.protocol.longer import still_improving
 
 ATTR_SELECTION = "selection"  # the phase's choice: trial, config, criteria, reason, runners-up
 ATTR_INHERITED = "inherited"  # the configuration a phase started from, and its sources
@@ -118,6 +117,31 @@ def precondition_failure(precondition: str, inheritance: Inheritance) -> str | N
             f"the inherited curves are not sound ({verdict}); micro-optimisation only when "
             "everything else is sound [000]: fix the earlier phases first"
         )
+    return None
+
+
+# A validation peak in the last 10% of the epochs: the curve was still rising when training
+# stopped, whatever the train loss did. Only on runs of 10 epochs or more: below, the last
+# 10% is the last epoch alone, and the train-loss verdict (`undertrained`) decides.
+LATE_PEAK = 0.9
+LATE_PEAK_MIN_EPOCHS = 10
+
+
+def still_improving(choice: dict[str, Any]) -> str | None:
+    """How the chosen trial was still improving when it stopped, or None: undertrained (its
+    train loss still falling steeply [000]) or a validation peak in its last epochs. A trial
+    that stopped early met its plateau."""
+    criteria = choice.get("criteria") or {}
+    planned = (choice.get("config") or {}).get("epochs")
+    ran = criteria.get("epochs", planned)
+    if planned is None or ran is None or ran < planned:
+        return None
+    if criteria.get("undertrained"):
+        return (f"is undertrained: its train loss still fell steeply at its last epoch "
+                f"({ran})")
+    peak = criteria.get("peak_epoch")
+    if peak is not None and ran >= LATE_PEAK_MIN_EPOCHS and peak >= LATE_PEAK * ran:
+        return (f"was still improving: its validation peak came at epoch {peak} of {ran}")
     return None
 
 

@@ -23,13 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch.protocol.chain import ATTR_SELECTION
 from hpsearch.protocol.choice import ATTR_BASELINE, choose
 from hpsearch.spec._params import Edge, RefinedParam
+from hpsearch.spec._refine import MAX_EDGE_STEPS
 
-# At most x4 beyond a [0.5, 1, 2] grid (x1.67**2 for SGD's [0.67, 1, 1.67]). A rate that
-# still improves two more doublings past the refinement is the lr phase's eliminatory
-# criteria's job (divergence and oscillation prune rates that are too high; PROTOCOL.md
-# phase 2 [000]): past the bound, the exploration grid itself is wrong and should be widened,
-# which the record says.
-MAX_EDGE_STEPS = 2
 ATTR_EDGE_STEP = "edge_step"  # trial attribute: how many steps beyond the grid's edge
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

@@ -14,11 +14,10 @@ that stopped early has met its plateau: it is not still improving, whatever its 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # chain.py reads still_improving for the `improving` precondition
-    from hpsearch.protocol.chain import Inheritance
-    from hpsearch.spec import StudySpec
+from hpsearch.protocol.chain import Inheritance, still_improving
+from hpsearch.spec import StudySpec
 
 ATTR_TRAIN_LONGER = "train_longer"  # study attribute: {from, to, patience, reason}
 
@@ -50,11 +49,6 @@ class LongerTraining:
 # epochs the run asks for (the phase's own or `--set epochs`), so a quick `--set epochs=3`
 # run stays quick (12 at most) while the default 20 reaches `max_epochs`.
 MAX_OVER_ASKED = 4
-# A validation peak in the last 10% of the epochs: the curve was still rising when training
-# stopped (the issue's "curves still rising at the end"), whatever the train loss did.
-LATE_PEAK = 0.9
-
-
 def longer_training(spec: StudySpec, inheritance: Inheritance, epochs: int) -> LongerTraining | None:
     """The epochs of a phase whose file has `train_longer`: at least those its inherited
     choice ran (a phase never judges at fewer epochs than the one before it, whatever
@@ -75,21 +69,3 @@ def longer_training(spec: StudySpec, inheritance: Inheritance, epochs: int) -> L
     picked = f"the inherited choice ({source['study']}, trial {source['trial']})"
     reason = f"{picked} {improving}" if improving else f"{picked} was trained for {ran} epochs"
     return LongerTraining(epochs, target, rule.patience, bool(improving), reason)
-
-
-def still_improving(choice: dict[str, Any]) -> str | None:
-    """How the chosen trial was still improving when it stopped, or None: undertrained (its
-    train loss still falling steeply [000]) or a validation peak in its last epochs. A trial
-    that stopped early met its plateau."""
-    criteria = choice.get("criteria") or {}
-    planned = (choice.get("config") or {}).get("epochs")
-    ran = criteria.get("epochs", planned)
-    if planned is None or ran is None or ran < planned:
-        return None
-    if criteria.get("undertrained"):
-        return (f"is undertrained: its train loss still fell steeply at its last epoch "
-                f"({ran})")
-    peak = criteria.get("peak_epoch")
-    if peak is not None and peak >= LATE_PEAK * ran and ran >= 10:
-        return (f"was still improving: its validation peak came at epoch {peak} of {ran}")
-    return None

@@ -17,6 +17,12 @@ from hpsearch.errors import SpecError
 from hpsearch.spec._messages import bad_type, check_keys, check_setting_value, join
 from hpsearch.spec._params import ChoiceParam, Edge, Param, RefinedParam, RefineParam, walk
 
+# At most x4 beyond a [0.5, 1, 2] grid (x1.67**2 for SGD's [0.67, 1, 1.67]). A rate that
+# still improves two more doublings past the refinement is the lr phase's eliminatory
+# criteria's job (divergence and oscillation prune rates that are too high; PROTOCOL.md
+# phase 2 [000]): past the bound, the exploration grid itself is wrong and should be widened,
+# which the record says.
+MAX_EDGE_STEPS = 2
 SIGNIFICANT_DIGITS = 6  # 1e-3 * 0.5 is 0.0005, not 0.0005000000000000001
 _KEYS = ("refine", "factors")
 _FACTORS_FIX = "list the factors to multiply the chosen value by, e.g. factors: [0.5, 1, 2]"

@@ -15,7 +15,8 @@ import hpsearch
 from hpsearch import runner
 from hpsearch.cli import cli
 from hpsearch.protocol.choice import choose
-from hpsearch.protocol.edges import ATTR_EDGE_STEP, MAX_EDGE_STEPS, extend_at_edges
+from hpsearch.protocol.edges import ATTR_EDGE_STEP, extend_at_edges
+from hpsearch.spec._refine import MAX_EDGE_STEPS
 from hpsearch.spec import build_sampler, parse_space, parse_study_spec
 from hpsearch.spec._params import ChoiceParam, RefinedParam
 from hpsearch.spec.yaml_loader import load_yaml_text
