@@ -42,9 +42,10 @@ Everything is written under a fresh work folder (SQLite storage, the data cache)
     python benchmarks/search_quality.py --data-dir ../shared/data --space mlp [--seeds 0 1 2]
     python benchmarks/search_quality.py --data-dir ../shared/data --space mlp_cnn --device cuda
     python benchmarks/search_quality.py --dataset digits --seeds 0 --trials-scale 0.1 --epochs 4
+    python benchmarks/search_quality.py --merge a.json b.json --plot both.png   # seeds run apart
 
-The last line is the quick smoke run (digits keeps its own splits: 5% of it is under one
-batch; at 3 epochs every SGD learning rate reads as underfitting and the protocol stops).
+The third line is the quick smoke run (digits keeps its own splits: 5% of it is under one
+batch); the last prints and draws the results of runs made apart as one table.
 """
 
 from __future__ import annotations
@@ -487,7 +488,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=None,
                         help="the anytime curves as PNG (default: search_quality.png in the "
                              "work folder)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="run nothing: print the tables and draw the plot of earlier runs' "
+                             "JSON files together (seeds run in separate processes)")
     return parser.parse_args(argv)
+
+
+def merge(files: list[Path], plot: Path | None) -> list[dict]:
+    """The tables and the plot of several runs' results, as if they had run as one."""
+    runs = [json.loads(path.read_text()) for path in files]
+    rows = [row for run in runs for row in run["results"]]
+    seeds = sorted({row["seed"] for row in rows})
+    print(markdown_tables(rows, seeds) + "\n\n" + "; ".join(
+        f"`{run['command']}` — {run['device']}, {run['date']}" for run in runs))
+    plot = plot or files[0].with_suffix(".png")
+    plot_curves(rows, plot, f"Anytime search quality: {runs[0]['dataset']}, space "
+                            f"{runs[0]['space']} (mean over seeds {' '.join(map(str, seeds))})")
+    print(f"plot: {plot}", file=sys.stderr)
+    return rows
 
 
 def _workdir(given: Path | None) -> Path:
@@ -504,9 +522,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark, print the markdown tables, write the JSON and the plot; return the
     raw rows."""
     args = parse_args(argv)
+    plot = args.plot.resolve() if args.plot else None
+    if args.merge:
+        return merge(args.merge, plot)
     args.data_dir = args.data_dir.resolve()
     out = args.out.resolve() if args.out else None
-    plot = args.plot.resolve() if args.plot else None
     workdir = _workdir(args.workdir).resolve()
     url = f"sqlite:///{workdir / 'benchmark.db'}"
     given = sys.argv[1:] if argv is None else argv

@@ -87,6 +87,25 @@ def test_search_quality_quick_run_hyperband_and_random_spend_the_flat_budget(tmp
         assert abs(r["search_epochs"] - budget) <= EPOCHS, r["arm"]
 
 
+def test_search_quality_merges_runs_made_apart(tmp_path, capsys):
+    search_quality = load_benchmark("search_quality")
+    files = []
+    for seed in (0, 1):  # two tiny runs, as two processes would leave them
+        rows = [{"arm": "random", "seed": seed, "space": "mlp", "val_acc": 0.9 + seed / 100,
+                 "test_acc": 0.8, "epochs": 10, "search_epochs": 8, "trials": 2, "wall_s": 1.0,
+                 "budget_epochs": 8, "best_val_25": 0.5, "best_val_50": 0.6, "best_val_100": 0.9,
+                 "curve": [{"epochs": 4, "best_val_acc": 0.6}, {"epochs": 8, "best_val_acc": 0.9}]}]
+        files.append(tmp_path / f"s{seed}.json")
+        files[-1].write_text(json.dumps({"command": f"run {seed}", "device": "cpu",
+                                         "date": "today", "dataset": "digits", "space": "mlp",
+                                         "results": rows}))
+    merged = search_quality.main(["--merge", *map(str, files), "--plot", str(tmp_path / "m.png")])
+    printed = capsys.readouterr().out
+    assert [r["seed"] for r in merged] == [0, 1]
+    assert "Mean ± std over seeds 0 1:" in printed and "| random | 0.9050 ± 0.0071 |" in printed
+    assert (tmp_path / "m.png").read_bytes()[:8] == PNG_MAGIC
+
+
 def test_search_quality_mlp_cnn_space_lets_the_flat_search_choose_the_family():
     search_quality = load_benchmark("search_quality")
     spec = search_quality.flat_spec("tpe_hyperband", seed=0, space="mlp_cnn", epochs=7)
