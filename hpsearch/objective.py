@@ -82,6 +82,25 @@ class StudyObjective:
         except Exception as err:  # a crash in the model's forward, CUDA out of memory...
             raise self._crashed(trial, describe(err), crash_site(err)) from err
 
+    def baseline_coordinates(self) -> dict[str, Any]:
+        """Where the configuration this phase starts from sits in its space ({} when no point
+        holds it). The baseline trial is enqueued there, so its params are recorded and the
+        sampler learns from it like from any trial: the phase's search is warm-started with
+        the inherited choice."""
+        return self.spec.space.coordinates(self.config_for({}).to_dict()) or {}
+
+    def _sampled(self, trial: optuna.trial.Trial) -> dict[str, Any]:
+        """The sampled settings. The baseline trial is the inherited configuration unchanged:
+        it suggests only at its enqueued coordinates, where the space holds it."""
+        if not trial.user_attrs.get(ATTR_BASELINE):
+            return self.spec.space.suggest(trial)
+        if not self.baseline_coordinates():
+            return {}
+        sampled = self.spec.space.suggest(trial)  # the enqueued values: the inherited ones
+        if self.config_for(sampled) != self.config_for({}):  # queued before the space held it
+            trial.set_user_attr(ATTR_BASELINE, False)
+        return sampled
+
     @staticmethod
     def _crashed(trial: optuna.trial.Trial, message: str, site: str) -> TrialCrashed:
         trial.set_user_attr(ATTR_ERROR, message)
@@ -89,9 +108,7 @@ class StudyObjective:
         return TrialCrashed(f"trial {trial.number} failed: {message}", site)
 
     def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
-        # The baseline trial is the inherited configuration unchanged: nothing is sampled.
-        baseline = bool(trial.user_attrs.get(ATTR_BASELINE))
-        config = self.config_for({} if baseline else self.spec.space.suggest(trial))
+        config = self.config_for(self._sampled(trial))
         trial.set_user_attr(ATTR_CONFIG, config.to_dict())
         trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()} {self.device}")
         data = load_data(config, self.device)  # cached per worker process

@@ -131,7 +131,8 @@ def _run_baseline(study: optuna.Study, objective: StudyObjective, guard: _Budget
     trials = study.get_trials(deepcopy=False)
     if any(t.user_attrs.get(ATTR_BASELINE) and t.state in FINISHED for t in trials):
         return
-    _run_enqueued(study, objective, guard, {}, {ATTR_BASELINE: True})
+    _run_enqueued(study, objective, guard, objective.baseline_coordinates(),
+                  {ATTR_BASELINE: True})
 
 
 def _fixed_trials(

@@ -9,6 +9,7 @@ suggest themselves, so `SearchSpace` (space.py) only walks them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Union
 
@@ -147,6 +148,60 @@ def suggest(params: tuple[Param, ...], trial: BaseTrial) -> dict[str, Any]:
         if isinstance(param, ChoiceParam) and value in param.branches:
             values.update(suggest(param.branches[value], trial))
     return values
+
+
+_MISSING = object()
+
+
+def coordinates(params: tuple[Param, ...], values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Optuna parameter name -> value at which the configuration `values` (setting -> value)
+    sits in this space, along its active branches; None when no point holds it: a selector
+    (no setting records which branch it took), a refine node not resolved yet, a setting
+    `values` lacks, a fixed value it differs from, or a value outside its node's distribution.
+    """
+    found: dict[str, Any] = {}
+    for param in params:
+        value = _setting(values, param.name)
+        if isinstance(param, FixedParam):
+            if value != param.value:
+                return None
+            continue
+        if isinstance(param, RefineParam) or (isinstance(param, ChoiceParam) and param.selector):
+            return None
+        if value is _MISSING or not _holds(param.distribution, value):
+            return None
+        found[param.optuna_name] = value
+        if isinstance(param, ChoiceParam) and value in param.branches:
+            inner = coordinates(param.branches[value], values)
+            if inner is None:
+                return None
+            found.update(inner)
+    return found
+
+
+def _setting(values: Mapping[str, Any], name: str) -> Any:
+    """`values[name]`, `model_args.hidden` read inside `values["model_args"]`."""
+    head, _, key = name.partition(".")
+    if key:
+        inner = values.get(head)
+        return inner.get(key, _MISSING) if isinstance(inner, Mapping) else _MISSING
+    return values.get(name, _MISSING)
+
+
+def _holds(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether `value` is one the distribution can suggest (Optuna warns and samples anew
+    when a fixed value is not)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return any(type(value) is type(c) and value == c for c in distribution.choices)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(distribution, IntDistribution) and not isinstance(value, int):
+        return False
+    d = distribution
+    if not d.low <= value <= d.high:
+        return False
+    return d.step is None or math.isclose((value - d.low) / d.step, round((value - d.low) / d.step),
+                                          abs_tol=1e-8)
 
 
 def walk(params: tuple[Param, ...]) -> Iterator[Param]:

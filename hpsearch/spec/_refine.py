@@ -130,7 +130,11 @@ def _resolve_one(param: Param, chosen: Chosen, file: str, edge_steps: int) -> Pa
 
 def refined_values(param: RefineParam, value: Any, file: str) -> tuple[Any, ...]:
     """`value * factor` for each factor, to 6 significant digits; integers for an int setting
-    (or an int value of a `model_args` entry); duplicates after rounding dropped."""
+    (or an int value of a `model_args` entry); duplicates after rounding dropped. A setting
+    the parent left unset (None: e.g. no weight decay) stays unset, as 0 stays 0: a refinement
+    tunes the strength of what was chosen and switches nothing on."""
+    if value is None:
+        return (None,)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise SpecError(file, param.field, f"study `{param.parent}` chose no number for "
                         f"`{param.name}`", value,
@@ -150,7 +154,7 @@ def edge_ladders(param: RefineParam, value: Any, file: str, steps: int) -> tuple
     [0.67, 1, 1.67]). None for a grid of one factor, or around a value that is not positive
     (the range holding them is logarithmic, like the learning rates it serves)."""
     factors = sorted(param.factors)
-    if steps < 1 or len(factors) < 2 or not value > 0:
+    if steps < 1 or len(factors) < 2 or value is None or not value > 0:
         return ()
     return (_edge(param, value, file, "up", factors[-1], factors[-2], steps),
             _edge(param, value, file, "down", factors[0], factors[1], steps))

@@ -56,6 +56,11 @@ class SearchSpace:
         _refine.check_resolved(self.params, self.file)
         return _params.suggest(self.params, trial)
 
+    def coordinates(self, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Optuna parameter name -> value where the configuration `values` sits in this
+        space, or None when no point of it holds that configuration (_params.coordinates)."""
+        return _params.coordinates(self.params, values)
+
     def fixed_values(self) -> dict[str, Any]:
         """The settings fixed at the top of the space (set in every trial)."""
         return {p.name: p.value for p in self.params if isinstance(p, FixedParam)}

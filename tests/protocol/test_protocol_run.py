@@ -104,6 +104,22 @@ def test_technique_phase_runs_the_baseline_first(protocol_url):
     assert choice["kept_baseline"] == (choice["trial"] == 0)
 
 
+def test_the_joint_search_starts_from_the_choice_recorded_at_its_coordinates(protocol_url):
+    url, _ = protocol_url
+    inherited = load("scheduler", url).user_attrs["selection"]["config"]
+    baseline, *searched = load("joint", url).trials
+    # The baseline is the scheduler's choice, and the sampler sees it at its coordinates.
+    assert baseline.user_attrs["baseline"] is True
+    assert baseline.params == {k: inherited[k] for k in
+                               ("lr", "width", "weight_decay", "l1", "dropout", "label_smoothing")}
+    assert {k: v for k, v in baseline.user_attrs["config"].items() if k != "epochs"} == {
+        k: v for k, v in inherited.items() if k != "epochs"}
+    assert searched  # TPE's trials, within the bands around the choice
+    for trial in searched:
+        assert inherited["lr"] * 0.5 <= trial.params["lr"] <= inherited["lr"] * 2
+        assert trial.user_attrs["config"]["lr"] == trial.params["lr"]
+
+
 def test_best_shows_the_choice_and_why(protocol_url):
     url, _ = protocol_url
     result = CliRunner().invoke(cli, ["best", "--study", "lr_sgd", "--storage", url, "--json"])

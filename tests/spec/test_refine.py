@@ -124,11 +124,20 @@ def test_an_unresolved_refine_counts_one_grid_point_per_factor():
 
 def test_a_parent_that_chose_no_number_is_an_error():
     with pytest.raises(SpecError) as caught:
-        space(ADAM_REFINE).resolve_refinements(lambda p, s: None)
+        space(ADAM_REFINE).resolve_refinements(lambda p, s: "adam")
     assert str(caught.value) == (
-        "studies/s.yaml: space.lr: study `lr_adam` chose no number for `lr`; fix: run study "
-        "`lr_adam` first, or search `lr` without `refine`"
+        "studies/s.yaml: space.lr: study `lr_adam` chose no number for `lr` (got 'adam'); fix: "
+        "run study `lr_adam` first, or search `lr` without `refine`"
     )
+
+
+def test_a_setting_the_parent_left_unset_or_at_zero_stays_so():
+    # A refinement tunes the strength of what was chosen: no weight decay stays none.
+    text = ("weight_decay: {refine: reg, factors: [0.5, 1, 2]}\n"
+            "dropout: {refine: reg, factors: [0.5, 1, 1.5]}\n")
+    chosen = {"weight_decay": None, "dropout": 0.0}
+    resolved = space(text).resolve_refinements(lambda parent, setting: chosen[setting])
+    assert [p.choices for p in resolved.params] == [(None,), (0.0,)]
 
 
 GRID_STUDY = (

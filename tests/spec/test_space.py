@@ -314,3 +314,40 @@ def test_nested_branches_sample_with_a_real_study():
         else:
             assert set(settings) == {"optimizer", "lr", "scheduler"}
     assert {s.get("scheduler") for s, _ in seen} == {None, "none", "step"}
+
+
+COORDINATE_SPACE = """
+lr: {values: [0.0005, 0.001, 0.002]}
+width: {type: int, low: 50, high: 400, step: 50}
+optimizer:
+  choices: [sgd, adam]
+  when:
+    sgd: {momentum: {low: 0.8, high: 0.99}}
+"""
+
+
+def test_coordinates_place_a_configuration_in_the_space_along_its_branch():
+    config = {"lr": 0.001, "width": 100, "optimizer": "sgd", "momentum": 0.9, "epochs": 20}
+    assert space(COORDINATE_SPACE).coordinates(config) == {
+        "lr": 0.001, "width": 100, "optimizer": "sgd", "momentum[sgd]": 0.9}
+    adam = {"lr": 0.001, "width": 100, "optimizer": "adam", "momentum": 0.9}
+    assert space(COORDINATE_SPACE).coordinates(adam) == {
+        "lr": 0.001, "width": 100, "optimizer": "adam"}  # sgd's momentum is not on its path
+
+
+@pytest.mark.parametrize("change", [
+    {"lr": 0.003},  # not one of the values
+    {"width": 125},  # off the step
+    {"width": 800},  # out of the range
+    {"momentum": 0.5},  # out of the active branch's range
+    {"optimizer": "adamw"},  # no such choice
+])
+def test_no_coordinates_for_a_configuration_outside_the_space(change):
+    config = {"lr": 0.001, "width": 100, "optimizer": "sgd", "momentum": 0.9, **change}
+    assert space(COORDINATE_SPACE).coordinates(config) is None
+
+
+def test_no_coordinates_through_a_selector():
+    # `regularizer` is no setting: no configuration records which branch it took
+    config = {"l1": 0.0, "weight_decay": None, "dropout": 0.0, "label_smoothing": 0.0}
+    assert space(REGULARIZER_SPACE).coordinates(config) is None
