@@ -271,10 +271,11 @@ def run_untuned(overrides: dict) -> dict:
 
 
 def run_protocol_arm(url: str, overrides: dict, seed: int, trials_scale: float,
-                     space: str) -> dict:
-    """Every phase, then the test phase, all stored under the tag `s<seed>`."""
+                     space: str, studies_dir: Path | None = None) -> dict:
+    """Every phase, then the test phase, all stored under the tag `s<seed>`; the phase files
+    of `studies_dir` override the installed ones by name (a variant of the protocol)."""
     tag = f"s{seed}"
-    outcomes = run_protocol(studies_dir=STUDIES, storage=url,
+    outcomes = run_protocol(studies_dir=studies_dir or STUDIES, storage=url,
                             overrides=protocol_overrides(space, overrides),
                             trials_scale=trials_scale, tag=tag)
     ran = [o for o in outcomes if o.status not in ("tested", "blocked")]  # blocked: not stored
@@ -285,7 +286,16 @@ def run_protocol_arm(url: str, overrides: dict, seed: int, trials_scale: float,
     return {"val_acc": choice["criteria"]["best_val_acc"], "test_acc": test["test_acc"],
             "epochs": search + test["epochs"], "search_epochs": search,
             "trials": sum(len(s.trials) for s in studies), "curve": anytime_curve(studies),
-            "config": choice["config"]}
+            "config": choice["config"], "phases": [_phase_row(o, url) for o in ran]}
+
+
+def _phase_row(outcome, url: str) -> dict:
+    """What one phase did and the validation accuracy of the choice it passed on: the
+    difference a phase made is read between consecutive rows."""
+    choice = load_study(outcome.study, url).user_attrs.get("selection") or {}
+    return {"phase": outcome.phase, "status": outcome.status,
+            "kept_baseline": bool(choice.get("kept_baseline")),
+            "val_acc": (choice.get("criteria") or {}).get("best_val_acc")}
 
 
 def run_flat_arm(arm: str, url: str, overrides: dict, seed: int, budget: int,
@@ -340,17 +350,30 @@ def run_seed(args, url: str, seed: int) -> list[dict]:
         if arm == "untuned":
             result = run_untuned(overrides)
         elif arm == "protocol":
-            result = run_protocol_arm(url, overrides, seed, args.trials_scale, args.space)
+            result = run_protocol_arm(url, overrides, seed, args.trials_scale, args.space,
+                                      args.studies_dir)
             budget = result["search_epochs"]
         else:
             result = run_flat_arm(arm, url, overrides, seed, budget, args.space)
-        rows.append({"arm": arm, "seed": seed, "space": args.space, **result,
+        rows.append({"arm": arm_label(arm, args.studies_dir), "seed": seed,
+                     "space": args.space, **result,
                      "wall_s": time.perf_counter() - start})
         print(f"seed {seed} {arm}: " + _row_text(rows[-1]), file=sys.stderr, flush=True)
     # Every arm is read against the same budget, known once the protocol has run.
     for row in rows:
         row.update(budget_epochs=budget, **anytime_columns(row["curve"], budget))
     return rows
+
+
+def arm_label(arm: str, studies_dir: Path | None) -> str:
+    """`protocol[DIR]` for the protocol run with the phase files of DIR: it is another arm."""
+    return f"{arm}[{studies_dir.name}]" if arm == "protocol" and studies_dir else arm
+
+
+def arms_in(rows: list[dict]) -> list[str]:
+    """The arms of `rows`: ARMS' order, then variants in the order they first appear."""
+    seen = list(dict.fromkeys(r["arm"] for r in rows))
+    return [a for a in ARMS if a in seen] + [a for a in seen if a not in ARMS]
 
 
 def _row_text(row: dict) -> str:
@@ -379,7 +402,7 @@ def markdown_tables(rows: list[dict], seeds: list[int]) -> str:
             "| @100% |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     summary, per_seed = [head], [head.replace("| arm |", "| arm | seed |").replace(
         "| --- |", "| --- | ---: |", 1)]
-    for arm in (a for a in ARMS if any(r["arm"] == a for r in rows)):
+    for arm in arms_in(rows):
         mine = [r for r in rows if r["arm"] == arm]
         summary.append(f"| {arm} | " + " | ".join(
             _mean_std([r[k] for r in mine], d) for k, d in COLUMNS) + " |")
@@ -421,7 +444,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+    arms = arms_in(rows)
     lows = []
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
@@ -480,6 +503,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a new or empty folder for storage and the data cache (default: "
                              "a fresh temporary folder)")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--studies-dir", type=Path, default=None,
+                        help="phase files overriding the installed ones by name (as for "
+                             "hpsearch protocol): a variant, reported as protocol[DIR]")
     parser.add_argument("--flat-budget", type=int, default=200,
                         help="the flat arms' epochs when the protocol arm is not run")
     parser.add_argument("--out", type=Path, default=None,
@@ -526,6 +552,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.merge:
         return merge(args.merge, plot)
     args.data_dir = args.data_dir.resolve()
+    args.studies_dir = args.studies_dir.resolve() if args.studies_dir else None
     out = args.out.resolve() if args.out else None
     workdir = _workdir(args.workdir).resolve()
     url = f"sqlite:///{workdir / 'benchmark.db'}"

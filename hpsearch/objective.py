@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.config import TrainConfig, resolve_config
+from hpsearch.config import RUNTIME_ONLY_KEYS, TrainConfig, resolve_config
 from hpsearch.errors import HpsearchError, TrainingError, UserCodeError
 from hpsearch.metrics import METRICS, metric_value, require_metric
 from hpsearch.protocol.choice import ATTR_BASELINE, ATTR_CRITERIA
@@ -33,11 +34,32 @@ ATTR_REASON = "reason"  # why a trial was pruned: "diverged" or "pruned at epoch
 ATTR_ERROR = "error"  # why a trial failed: "ExceptionType: message (at file:line, in fn)"
 ATTR_ERROR_SITE = "error_site"  # where: the same site failing again is the same bug
 ATTR_WORKER = "worker"  # host:pid and device of the worker that ran the trial
+ATTR_REPEATS = "repeats"  # the earlier trial of the same configuration whose outcome it took
 
 # The history is written to storage at most this often (s) while a trial trains, and always
 # when it ends. A write per epoch cost digits trials half their time (a SQL write per 20 ms
 # epoch); the dashboard's live curve comes from the intermediate values reported every epoch.
 HISTORY_FLUSH_S = 5.0
+
+
+def _same_configuration(trial: optuna.trial.Trial, config: TrainConfig) -> FrozenTrial | None:
+    """An earlier finished trial of this study (not a repeat itself) that trained exactly
+    `config`, where or how fast aside (RUNTIME_ONLY_KEYS); None when there is none, or when
+    the space searches nothing (a study of fixed values runs what it is asked to)."""
+    if not trial.params:
+        return None
+    wanted = _what_it_computes(config.to_dict())
+    finished = trial.study.get_trials(deepcopy=False,
+                                      states=(TrialState.COMPLETE, TrialState.PRUNED))
+    for earlier in finished:
+        trained = _what_it_computes(earlier.user_attrs.get(ATTR_CONFIG, {}))
+        if ATTR_REPEATS not in earlier.user_attrs and trained == wanted:
+            return earlier
+    return None
+
+
+def _what_it_computes(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in RUNTIME_ONLY_KEYS}
 
 
 class TrialCrashed(TrainingError):
@@ -111,6 +133,9 @@ class StudyObjective:
         config = self.config_for(self._sampled(trial))
         trial.set_user_attr(ATTR_CONFIG, config.to_dict())
         trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()} {self.device}")
+        earlier = _same_configuration(trial, config)
+        if earlier is not None:
+            return self._repeat(trial, earlier)
         data = load_data(config, self.device)  # cached per worker process
         history: list[dict] = []
         try:
@@ -131,6 +156,18 @@ class StudyObjective:
         # A metric the history never reports (a hook without val_acc) is an error, not NaN.
         values = [require_metric(name, history) for name in self.spec.objective.metrics]
         return values[0] if len(values) == 1 else values
+
+    def _repeat(self, trial: optuna.trial.Trial, earlier: FrozenTrial) -> float | list[float]:
+        """The outcome of the earlier trial, without training: the seed is part of the
+        configuration, so training again would only repeat it (TPE proposes a point again
+        once it is sure of it, most often on a small categorical space such as the joint
+        phase's). The trial records which it repeats and has no curve of its own."""
+        trial.set_user_attr(ATTR_REPEATS, earlier.number)
+        if earlier.state == TrialState.PRUNED:
+            trial.set_user_attr(ATTR_REASON, f"repeats trial {earlier.number}, pruned")
+            raise optuna.TrialPruned(f"repeats trial {earlier.number}, which was pruned")
+        trial.set_user_attr(ATTR_CRITERIA, earlier.user_attrs.get(ATTR_CRITERIA, {}))
+        return earlier.values[0] if len(earlier.values) == 1 else list(earlier.values)
 
     def _eliminate(self, trial: optuna.trial.Trial, criteria: Mapping[str, Any]) -> None:
         """PROTOCOL.md's eliminatory criteria: prune the trial with the verdict as reason."""

@@ -21,8 +21,7 @@ from hpsearch.spec import StudySpec, find_study_file, load_study_spec
 
 # PROTOCOL.md's order: setup, learning rate (explore then refine, SGD and Adam), model
 # (architecture, regularization, BatchNorm), micro-optimisation (optimizer, its options,
-# scheduler), a short joint search of the main knobs around the choice, the final
-# configuration trained longer while its curves still rise, and the
+# scheduler), the final configuration trained longer while its curves still rise, and the
 # test set once at the very end [000, 001, 004].
 PHASES = (
     "setup",
@@ -36,7 +35,6 @@ PHASES = (
     "optimizer",
     "optimizer_options",
     "scheduler",
-    "joint",
     "final",
     "test",
 )

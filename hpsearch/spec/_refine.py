@@ -179,9 +179,11 @@ def _edge(param: RefineParam, value: Any, file: str, direction: str, end: float,
 
 
 def _refined(param: RefineParam, value: Any, factor: float, file: str) -> Any:
-    """`value * factor` to 6 significant digits, an int for an int setting (or int value)."""
+    """`value * factor` to 6 significant digits, an int for an int setting (or int value).
+    Factor 1 is the chosen value itself, unrounded (a sampled 0.0027992477...): the grid then
+    holds the parent's configuration exactly, and a baseline trial can sit on it."""
     integer = isinstance(value, int) if param.integer is None else param.integer
-    refined = round_sig(value * factor)
+    refined = value if factor == 1 else round_sig(value * factor)
     return check_setting_value(file, param.field, param.name,
                                round_half_up(refined) if integer else refined)
 

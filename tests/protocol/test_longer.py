@@ -133,11 +133,11 @@ def test_the_final_phase_runs_only_while_the_choice_still_improves():
 
 
 def final_after_lr_adam(tmp_path):
-    """The installed final phase, inheriting lr_adam instead of the joint search."""
+    """The installed final phase, inheriting lr_adam instead of the scheduler phase."""
     folder = tmp_path / "studies"
     folder.mkdir()
     text = (REPO / "studies" / "final.yaml").read_text()
-    (folder / "final.yaml").write_text(text.replace("inherits: [joint]", "inherits: [lr_adam]"))
+    (folder / "final.yaml").write_text(text.replace("inherits: [scheduler]", "inherits: [lr_adam]"))
     return folder
 
 

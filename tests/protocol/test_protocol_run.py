@@ -104,22 +104,6 @@ def test_technique_phase_runs_the_baseline_first(protocol_url):
     assert choice["kept_baseline"] == (choice["trial"] == 0)
 
 
-def test_the_joint_search_starts_from_the_choice_recorded_at_its_coordinates(protocol_url):
-    url, _ = protocol_url
-    inherited = load("scheduler", url).user_attrs["selection"]["config"]
-    baseline, *searched = load("joint", url).trials
-    # The baseline is the scheduler's choice, and the sampler sees it at its coordinates.
-    assert baseline.user_attrs["baseline"] is True
-    assert baseline.params == {k: inherited[k] for k in
-                               ("lr", "width", "weight_decay", "l1", "dropout", "label_smoothing")}
-    assert {k: v for k, v in baseline.user_attrs["config"].items() if k != "epochs"} == {
-        k: v for k, v in inherited.items() if k != "epochs"}
-    assert searched  # TPE's trials, within the bands around the choice
-    for trial in searched:
-        assert inherited["lr"] * 0.5 <= trial.params["lr"] <= inherited["lr"] * 2
-        assert trial.user_attrs["config"]["lr"] == trial.params["lr"]
-
-
 def test_best_shows_the_choice_and_why(protocol_url):
     url, _ = protocol_url
     result = CliRunner().invoke(cli, ["best", "--study", "lr_sgd", "--storage", url, "--json"])
@@ -256,6 +240,55 @@ def test_baseline_with_a_one_point_grid(write_study, studies_dir, tmp_path):
     assert summary.budget == 2
     again = hpsearch.run_study("norm_only", storage=url, studies_dir=studies_dir)
     assert again.nothing_to_do and len(load("norm_only", url).trials) == 2
+
+
+def test_a_baseline_the_space_holds_is_recorded_at_its_coordinates(write_study, studies_dir,
+                                                                   tmp_path):
+    # A warm start: the inherited choice runs first, and TPE learns from it like from any trial.
+    write_study("rates", "base: {dataset: digits, epochs: 2}\nobjective: {metric: best_val_acc}\n"
+                "sampler: {name: grid}\npruner: {name: none}\nspace: {lr: {values: [0.003, 0.01]}}\n")
+    write_study("around", "inherits: [rates]\nbaseline: true\nobjective: {metric: best_val_acc}\n"
+                "sampler: {name: tpe, seed: 0, n_startup_trials: 1}\npruner: {name: none}\n"
+                "trials: 3\nspace:\n  lr: {refine: rates, factors: [0.5, 1, 2]}\n"
+                "  width: {values: [50, 100]}\n")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    hpsearch.run_study("rates", storage=url, studies_dir=studies_dir)
+    hpsearch.run_study("around", storage=url, studies_dir=studies_dir)
+    chosen = load("rates", url).user_attrs["selection"]["config"]
+    baseline, *searched = load("around", url).trials
+    assert baseline.user_attrs["baseline"] is True
+    assert baseline.params == {"lr": chosen["lr"], "width": chosen["width"]}  # 100: the default
+    assert baseline.user_attrs["config"] == chosen
+    assert len(searched) == 2 and not any(t.user_attrs.get("baseline") for t in searched)
+
+
+def test_a_configuration_already_run_is_not_trained_again(write_study, studies_dir, tmp_path):
+    write_study("two_points", "base: {dataset: digits, epochs: 2}\nobjective: {metric: best_val_acc}\n"
+                "sampler: {name: tpe, seed: 0, n_startup_trials: 1}\npruner: {name: none}\n"
+                "trials: 5\nspace: {lr: {values: [0.003, 0.01]}}\n")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    hpsearch.run_study("two_points", storage=url, studies_dir=studies_dir)
+    trials = load("two_points", url).trials
+    repeats = [t for t in trials if "repeats" in t.user_attrs]
+    trained = [t for t in trials if "repeats" not in t.user_attrs]
+    assert len(trials) == 5 and len(trained) == 2  # two points: three trials repeat them
+    for repeat in repeats:
+        earlier = trials[repeat.user_attrs["repeats"]]
+        assert repeat.params == earlier.params and repeat.value == earlier.value
+        assert repeat.user_attrs["criteria"] == earlier.user_attrs["criteria"]
+        assert "history" not in repeat.user_attrs  # nothing trained: no epochs spent
+
+
+def test_a_repeat_of_a_pruned_configuration_is_pruned(write_study, studies_dir, tmp_path):
+    write_study("one_point", "base: {dataset: digits, epochs: 3}\nobjective: {metric: best_val_acc}\n"
+                "sampler: {name: tpe, seed: 0}\npruner: {name: threshold, lower: 1.01}\n"
+                "trials: 2\nspace: {lr: {values: [0.01]}}\n")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    hpsearch.run_study("one_point", storage=url, studies_dir=studies_dir)
+    first, second = load("one_point", url).trials
+    assert first.state == second.state == TrialState.PRUNED
+    assert first.user_attrs["reason"] == "pruned at epoch 1"
+    assert second.user_attrs["reason"] == "repeats trial 0, pruned"
 
 
 def test_a_phase_whose_trials_are_all_eliminated_stops_the_protocol(tmp_path):

@@ -253,3 +253,10 @@ def test_replace_errors_name_the_space_field(text, raw, message):
     with pytest.raises(SpecError) as caught:
         space(text).replace("lr", raw)
     assert str(caught.value) == f"studies/s.yaml: {message}"
+
+
+def test_factor_one_is_the_chosen_value_unrounded():
+    # A sampled rate: the grid must hold the parent's configuration exactly (its baseline
+    # trial sits on it), while the other points are rounded to 6 significant digits.
+    resolved = space(ADAM_REFINE).resolve_refinements(lambda p, s: 0.0027992477820297642)
+    assert resolved.params[0].choices == (0.00139962, 0.0027992477820297642, 0.0055985)
