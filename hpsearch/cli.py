@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 import traceback
 import warnings
@@ -17,7 +16,7 @@ import click
 import optuna
 
 from hpsearch import config as config_module
-from hpsearch import console, results, runner, workers
+from hpsearch import console, interrupt, results, runner, workers
 from hpsearch.protocol import lr_find_study, test_phase
 from hpsearch.protocol import run as protocol_run
 from hpsearch.errors import HpsearchError
@@ -74,12 +73,10 @@ def reports_errors(command):
                 traceback.print_exception(err, file=sys.stderr)
             click.echo(f"error: {err}", err=True)
             sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo(
-                "error: interrupted; the running trial was marked FAIL and no trial is left "
-                "RUNNING; fix: rerun the same command to finish the budget",
-                err=True,
-            )
+        except (KeyboardInterrupt, interrupt.StopRequested) as err:
+            line = err.line() if isinstance(err, interrupt.Interrupted) else (
+                "interrupted; fix: rerun the same command to go on")
+            click.echo(f"error: {line}", err=True)
             sys.exit(EXIT_INTERRUPTED)
 
     return wrapper
@@ -110,7 +107,7 @@ def cli() -> None:
 def run(study, trials, storage, settings, device, data_dir, name, tag, jobs, devices, studies_dir) -> None:
     """Run (or resume) a study until it has its budget of trials."""
     overrides = _overrides(settings, device, data_dir)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # a killed worker cleans up like Ctrl-C
+    interrupt.install()  # Ctrl-C or SIGTERM: the trial fails cleanly at its next batch
     common = dict(trials=trials, storage=storage, name=name, studies_dir=studies_dir, tag=tag)
     with console.ProgressObserver() as progress:
         if jobs == 1 and not devices:
@@ -127,10 +124,6 @@ def _overrides(settings, device, data_dir) -> dict:
     overrides = config_module.parse_set_options(settings)
     overrides.update({k: v for k, v in (("device", device), ("data_dir", data_dir)) if v})
     return overrides
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 @cli.command()
@@ -167,7 +160,7 @@ def best(study, storage, as_json) -> None:
 def protocol(start, stop, trials_scale, storage, settings, device, data_dir, tag, studies_dir) -> None:
     """Run PROTOCOL.md's phases in order, each from the choices of the phases before it."""
     overrides = _overrides(settings, device, data_dir)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt.install()
     display = console.PhaseProgress()
     try:
         protocol_run.run_protocol(

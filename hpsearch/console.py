@@ -80,6 +80,8 @@ def print_run_summary(summary: RunSummary, study: optuna.Study, top: int = 10) -
             f"{summary.budget} trials done; nothing to run (pass a larger --trials to run more)",
             soft_wrap=True,
         )
+    for warning in summary.warnings:
+        console.print(f"warning: {warning}", soft_wrap=True, highlight=False)
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
     console.print(f"{summary.study_name} in {summary.storage}: {counts or 'no trials'}",
                   soft_wrap=True, highlight=False)

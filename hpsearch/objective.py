@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.config import RUNTIME_ONLY_KEYS, TrainConfig, resolve_config
+from hpsearch import interrupt
 from hpsearch.errors import HpsearchError, TrainingError, UserCodeError
 from hpsearch.metrics import METRICS, metric_value, require_metric
 from hpsearch.protocol.choice import ATTR_BASELINE, ATTR_CRITERIA
@@ -80,6 +81,8 @@ class StudyObjective:
     inherited: Mapping[str, Any] = field(default_factory=dict)  # earlier phases' choice
     # The phase's own epochs when its inherited choice is undertrained (protocol/longer.py).
     longer: Mapping[str, Any] = field(default_factory=dict)
+    # Trials this process started, in order: what an interrupted run reports on.
+    started: list[int] = field(default_factory=list)
 
     def config_for(self, sampled: Mapping[str, Any], longer: bool = True) -> TrainConfig:
         """defaults < inherited < study base (+ fixed values) < sampled < --set < longer
@@ -93,8 +96,12 @@ class StudyObjective:
         )
 
     def __call__(self, trial: optuna.trial.Trial) -> float | list[float]:
+        self.started.append(trial.number)
         try:
+            interrupt.check()  # asked to stop while Optuna created this trial
             return self._run(trial)
+        except interrupt.StopRequested:
+            raise KeyboardInterrupt from None  # Optuna marks the trial FAIL and re-raises
         except UserCodeError as err:  # raised in the user's code: this trial fails, not all
             raise self._crashed(trial, str(err), err.site) from err
         except (optuna.TrialPruned, HpsearchError, KeyboardInterrupt) as err:
@@ -185,6 +192,7 @@ class StudyObjective:
 
         def on_epoch(record: dict) -> None:
             nonlocal flushed
+            interrupt.check()  # a user's fit hook or Lightning: the epoch is the safe point
             history.append(record)
             if time.monotonic() - flushed >= HISTORY_FLUSH_S:
                 trial.set_user_attr(ATTR_HISTORY, history)

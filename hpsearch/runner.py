@@ -15,6 +15,7 @@ from typing import Any, Mapping, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch import interrupt
 from hpsearch.errors import TrainingError
 from hpsearch.objective import StudyObjective, TrialCrashed
 from hpsearch.preparation import prepare_study
@@ -23,7 +24,7 @@ from hpsearch.protocol.choice import ATTR_BASELINE, choose
 from hpsearch.protocol.edges import RunTrial, extend_at_edges
 from hpsearch.protocol.setup_phase import run_setup_phase
 from hpsearch.spec import StudySpec, find_study_file, load_study_spec
-from hpsearch.storage import mask_url, resolve_storage_url
+from hpsearch.storage import fail_stale_trials, mask_url, resolve_storage_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A study whose trials crash this many times in a row stops: the cause is in the code or the
@@ -55,6 +56,7 @@ class RunSummary:
     choice: dict[str, Any] | None = None  # the phase's choice, as stored on the study
     not_searched: list[str] = field(default_factory=list)  # settings the model ignores
     longer: str | None = None  # "epochs 20 -> 40 (...)": the inherited choice is undertrained
+    warnings: list[str] = field(default_factory=list)  # e.g. a worker killed after the budget
 
     @property
     def nothing_to_do(self) -> bool:
@@ -94,6 +96,7 @@ def run_study(
     url = resolve_storage_url(storage)
     prepared = prepare_study(spec, url, overrides or {}, name=name, tag=tag, worker=worker)
     spec, optuna_study = prepared.spec, prepared.study
+    fail_stale_trials(optuna_study)  # a finished study too: no killed worker's trial stays RUNNING
     budget = _budget(spec, trials)
     summary = RunSummary(optuna_study.study_name, mask_url(url), budget, _finished(optuna_study),
                          not_searched=prepared.not_searched,
@@ -106,15 +109,34 @@ def run_study(
             ATTR_SELECTION, skipped_choice(skip, prepared.inheritance, config))
         summary.skipped = skip
         return summary
-    if spec.phase == "setup":
-        run_setup_phase(optuna_study, prepared.objective)
-    started = not summary.nothing_to_do
-    if started:
-        _optimize(optuna_study, prepared.objective, spec.baseline, budget, summary, observer)
-    run = _fixed_trials(optuna_study, prepared.objective, budget, summary, observer, started)
-    summary.choice = extend_at_edges(optuna_study, spec, choose(optuna_study, spec), run)
+    try:
+        _search(optuna_study, prepared.objective, spec, budget, summary, observer)
+    except (KeyboardInterrupt, interrupt.StopRequested):
+        raise _interrupted(optuna_study, prepared.objective.started) from None
     summary.counts = _state_counts(optuna_study)
     return summary
+
+
+def _search(study, objective, spec, budget, summary, observer) -> None:
+    """The phase's trials (its setup checks first), then its choice, extended at the grid's
+    edges."""
+    if spec.phase == "setup":
+        run_setup_phase(study, objective)
+    started = not summary.nothing_to_do
+    if started:
+        _optimize(study, objective, spec.baseline, budget, summary, observer)
+    run = _fixed_trials(study, objective, budget, summary, observer, started)
+    summary.choice = extend_at_edges(study, spec, choose(study, spec), run)
+
+
+def _interrupted(study: optuna.Study, started: list[int]) -> interrupt.Interrupted:
+    """What the trials this process started were left as, read back from storage."""
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    return interrupt.Interrupted(
+        study.study_name,
+        failed=[n for n in started if states.get(n) == TrialState.FAIL],
+        running=[n for n in started if states.get(n) == TrialState.RUNNING],
+    )
 
 
 def _budget(spec: StudySpec, trials: int | None) -> int:
@@ -250,6 +272,7 @@ class _BudgetGuard:
             self.observer.on_trial(study, trial)
         if _finished(study) >= self.budget or self.stopped:
             study.stop()
+        interrupt.check()  # the trial is stored in full: a stop request ends the run here
 
     def _count_failure(self, trial: FrozenTrial) -> None:
         if trial.state != TrialState.FAIL:

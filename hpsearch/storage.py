@@ -136,3 +136,30 @@ def _parse(url: str) -> sqlalchemy.engine.URL:
 def _first_line(err: BaseException) -> str:
     text = str(getattr(err, "orig", None) or err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the trials whose heartbeat is older than GRACE_S (a killed worker's) and queue
+    each again once. Optuna does this only when a new trial starts; every run does it first,
+    so a finished study is cleaned too."""
+    optuna.storages.fail_stale_trials(study)
+
+
+def fail_trials_of_dead_workers(study: optuna.Study, numbers: list[int], *,
+                                retry: bool = True) -> list[int]:
+    """Fail trials `numbers` still RUNNING whose worker is known to be dead (a worker process
+    this machine saw die), without waiting for their heartbeat to go stale; with `retry`,
+    each is queued again once, as a stale one would be. The numbers actually failed."""
+    retry = retry and study._storage.get_heartbeat_stale_trial_callback()  # open_storage's
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.number not in numbers:
+            continue
+        try:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # finished meanwhile by someone else (a heartbeat check)
+        failed.append(trial.number)
+        if retry:
+            retry(study, trial)  # reads its params and attributes, not its state
+    return failed

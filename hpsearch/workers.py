@@ -13,27 +13,38 @@ from __future__ import annotations
 import multiprocessing
 import queue as queue_module
 import signal
+import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import optuna
+from optuna.trial import TrialState
 
+from hpsearch import interrupt
 from hpsearch.errors import HpsearchError, TrainingError, UsageError
+from hpsearch.objective import ATTR_WORKER
 from hpsearch.results import load_study
+from hpsearch.storage import fail_trials_of_dead_workers
 from hpsearch.runner import RunObserver, RunSummary, resolve_spec, run_study
 
 POLL_S = 1.0  # how often (s) the parent reads the study's progress from storage
+# After the parent's SIGTERM, how long (s) a worker may take to fail its trial at its next
+# batch and exit before it is signalled again (it then raises wherever it is), then killed.
+STOP_GRACE_S = 30.0
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 
 
 @dataclass
 class WorkerResult:
-    worker: int
+    worker: int  # 0-based index; messages say `worker {index + 1}`
     device: str
     exit_code: int  # 0, the HpsearchError's code, or 130 when interrupted
     message: str  # the error line, or "" on success
-    new_trials: list[int]
+    new_trials: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)  # trials an interrupt marked FAIL
+    died: bool = False  # killed (or crashed) before it could report
 
 
 def run_workers(
@@ -53,20 +64,26 @@ def run_workers(
     # Validate and create the study once, here: bad input fails with one line, no process.
     first = run_study(study, **{**run_kwargs, "trials": 0}, overrides=overrides)
     budget = run_kwargs.get("trials") or resolve_spec(study, run_kwargs.get("studies_dir")).trials
-    results = _run_processes(study, jobs, devices, overrides, run_kwargs, observer, first, budget)
-    summary = _summary(study, run_kwargs, overrides, results)
+    processes, results = _run_processes(study, jobs, devices, overrides, run_kwargs, observer,
+                                        first, budget)
+    if interrupt.requested() or any(r.exit_code == EXIT_INTERRUPTED for r in results):
+        raise _interrupted(first.study_name, run_kwargs.get("storage"), processes, results)
+    _fail_what_the_dead_left(first.study_name, run_kwargs.get("storage"), processes, results,
+                             budget)
+    summary = _summary(study, run_kwargs, overrides, results, budget)
     summary.finished_before = first.finished_before
     summary.budget = budget or summary.budget
     return summary
 
 
-def _run_processes(study, jobs, devices, overrides, run_kwargs, observer, first, budget) -> list:
+def _run_processes(study, jobs, devices, overrides, run_kwargs, observer, first, budget):
+    """Start the workers, show progress, stop them on a stop request; (processes, results)."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    results = context.Queue()
+    queue = context.Queue()
     processes = [
         context.Process(
             target=_worker,
-            args=(index, study, devices[index % len(devices)], overrides, run_kwargs, results),
+            args=(index, study, devices[index % len(devices)], overrides, run_kwargs, queue),
         )
         for index in range(jobs)
     ]
@@ -74,19 +91,18 @@ def _run_processes(study, jobs, devices, overrides, run_kwargs, observer, first,
         process.start()
     try:
         _watch(processes, first, observer, run_kwargs.get("storage"), budget)
-    except KeyboardInterrupt:
-        for process in processes:
-            process.terminate()  # SIGTERM: each worker fails its running trial, then exits
-        for process in processes:
-            process.join()
-        raise
-    return [_drain(results) for _ in processes]
+    except KeyboardInterrupt:  # a second Ctrl-C while the progress was being read
+        interrupt.request_stop()
+    if interrupt.requested():
+        _stop(processes)
+    return processes, _collect(processes, devices, queue)
 
 
 def _watch(processes, first: RunSummary, observer, storage, budget) -> None:
-    """Show the shared progress (read from storage) until every worker has exited."""
+    """Show the shared progress (read from storage) until every worker has exited or a stop
+    is requested."""
     study = None
-    while any(p.is_alive() for p in processes):
+    while any(p.is_alive() for p in processes) and not interrupt.requested():
         time.sleep(POLL_S)
         if observer is None:
             continue
@@ -96,16 +112,45 @@ def _watch(processes, first: RunSummary, observer, storage, budget) -> None:
         observer.on_trial(study, None)
 
 
-def _drain(results) -> WorkerResult:
-    try:
-        return results.get(timeout=30)
-    except queue_module.Empty:  # a worker killed before it could report
-        return WorkerResult(-1, "?", 1, "a worker exited without reporting", [])
+def _stop(processes) -> None:
+    """One SIGTERM per worker: each fails its trial at its next batch and exits. One still
+    alive after STOP_GRACE_S gets a second SIGTERM (it raises wherever it is), then SIGKILL
+    (its heartbeat goes stale, and the next run fails and queues its trial)."""
+    for signal_them in ("terminate", "terminate", "kill"):
+        alive = [p for p in processes if p.is_alive()]
+        for process in alive:
+            getattr(process, signal_them)()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
+
+
+def _collect(processes, devices, results) -> list[WorkerResult]:
+    """Each worker's result, once all have exited; one that died without reporting is named
+    with the signal or exit code it died of."""
+    for process in processes:
+        process.join()
+    reported: dict[int, WorkerResult] = {}
+    while True:
+        try:
+            result = results.get(timeout=1)
+        except queue_module.Empty:
+            break
+        reported[result.worker] = result
+    return [reported.get(index) or _died(index, devices[index % len(devices)], process)
+            for index, process in enumerate(processes)]
+
+
+def _died(index: int, device: str, process) -> WorkerResult:
+    code = process.exitcode
+    how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+           else f"exited with code {code}")
+    return WorkerResult(index, device, 1, f"{how} before it reported", died=True)
 
 
 def _worker(index, study, device, overrides, run_kwargs, results) -> None:
     """One worker process: the ordinary study loop, its outcome sent back to the parent."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupt.install_in_worker()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
@@ -114,23 +159,55 @@ def _worker(index, study, device, overrides, run_kwargs, results) -> None:
         results.put(WorkerResult(index, device, 0, "", summary.new_trials))
     except HpsearchError as err:
         results.put(WorkerResult(index, device, err.exit_code, str(err), []))
-    except KeyboardInterrupt:
-        results.put(WorkerResult(index, device, 130, "interrupted", []))
+    except interrupt.Interrupted as err:
+        results.put(WorkerResult(index, device, EXIT_INTERRUPTED, "interrupted", failed=err.failed))
+    except (KeyboardInterrupt, interrupt.StopRequested):
+        results.put(WorkerResult(index, device, EXIT_INTERRUPTED, "interrupted"))
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _summary(study, run_kwargs, overrides, results: list[WorkerResult]) -> RunSummary:
-    failed = [r for r in results if r.exit_code != 0]
-    if any(r.exit_code == 130 for r in failed):
-        raise KeyboardInterrupt
-    if failed:
-        worst = failed[0]
-        raise TrainingError(f"worker {worst.worker} ({worst.device}): {worst.message}")
+def _summary(study, run_kwargs, overrides, results: list[WorkerResult], budget) -> RunSummary:
+    errors = [r for r in results if r.exit_code != 0 and not r.died]
+    if errors:
+        worst = errors[0]
+        raise TrainingError(f"worker {worst.worker + 1} ({worst.device}): {worst.message}")
     # A last pass in this process: counts and the phase's choice over every worker's trials.
     summary = run_study(study, **{**run_kwargs, "trials": 0}, overrides=overrides)
     summary.new_trials = sorted(n for r in results for n in r.new_trials)
+    for dead in (r for r in results if r.died):
+        line = f"worker {dead.worker + 1} ({dead.device}) {dead.message}"
+        if summary.finished_before < budget:
+            raise TrainingError(f"{line}; the budget is not met; fix: rerun the same command "
+                                "(the next run fails the trial it left and queues it again)")
+        summary.warnings.append(f"{line}; the budget was still met")
     return summary
 
+
+def _interrupted(name: str, storage, processes, results) -> interrupt.Interrupted:
+    """The workers' accounts checked against storage: a worker killed mid-trial reported
+    nothing, so what its trial was left as is read back (and failed: it is dead)."""
+    failed = [n for r in results for n in r.failed]
+    failed += _fail_what_the_dead_left(name, storage, processes, results)
+    running = [t.number for t in _trials_of(load_study(name, storage), processes)
+               if t.state == TrialState.RUNNING]
+    return interrupt.Interrupted(name, failed=sorted(failed), running=running)
+
+
+def _fail_what_the_dead_left(name: str, storage, processes, results,
+                             budget: int | None = None) -> list[int]:
+    """The trials left RUNNING by workers that died without reporting, failed now (their
+    process is gone, so no heartbeat wait) and queued again once, unless the budget is met
+    without them."""
+    dead = [p for p, r in zip(processes, results) if r.died]
+    if not dead:
+        return []
+    study = load_study(name, storage)
+    left = [t.number for t in _trials_of(study, dead) if t.state == TrialState.RUNNING]
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    return fail_trials_of_dead_workers(study, left, retry=budget is None or finished < budget)
+
+
+def _trials_of(study: optuna.Study, processes) -> list:
+    """The trials these worker processes ran (their `worker` attribute: host:pid device)."""
+    ours = tuple(f"{socket.gethostname()}:{p.pid} " for p in processes)
+    return [t for t in study.get_trials(deepcopy=False)
+            if str(t.user_attrs.get(ATTR_WORKER, "")).startswith(ours)]

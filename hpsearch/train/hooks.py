@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from hpsearch import interrupt
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError, HpsearchError, UserCodeError
 from hpsearch.train.loop import Diverged
@@ -70,7 +71,8 @@ class Reporter:
 
     def passes(self, exc: BaseException) -> bool:
         """True for an exception that is hpsearch's own: re-raise it as it is."""
-        return exc is self.raised or isinstance(exc, (HpsearchError, KeyboardInterrupt))
+        return exc is self.raised or isinstance(
+            exc, (HpsearchError, KeyboardInterrupt, interrupt.StopRequested))
 
 
 def _number(name: str, value: Any, what: str) -> float | None:

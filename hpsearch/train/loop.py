@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from hpsearch import interrupt
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError
 from hpsearch.train.augment import augment, check_augment
@@ -202,6 +203,7 @@ def _train_epoch(
     correct = torch.zeros((), device=device)
     counted, seen = True, 0
     for x, y in batches:
+        interrupt.check()  # a stop request (Ctrl-C, SIGTERM) ends the trial between batches
         if config.augment != "none":
             x = augment(x, config, generator)
         loss, outputs = step(x, y)

@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from hpsearch import interrupt
 from hpsearch.errors import UserCodeError
 
 # Frames in these folders are not the user's: hpsearch itself, the standard library and
@@ -29,7 +30,7 @@ def call_user(what: str, function: Callable, *args: Any, **kwargs: Any) -> Any:
     `what` failed (e.g. "model factory `my_nets:build_net`"), where, and why."""
     try:
         return function(*args, **kwargs)
-    except UserCodeError:
+    except (UserCodeError, interrupt.StopRequested):
         raise
     except Exception as exc:
         raise user_error(what, exc) from exc
