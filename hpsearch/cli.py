@@ -14,13 +14,14 @@ import warnings
 
 import click
 import optuna
+import sqlalchemy
 
 from hpsearch import config as config_module
 from hpsearch import console, interrupt, results, runner, workers
 from hpsearch.protocol import lr_find_study, test_phase
 from hpsearch.protocol import run as protocol_run
 from hpsearch.errors import HpsearchError
-from hpsearch.storage import STORAGE_ENV
+from hpsearch.storage import STORAGE_ENV, storage_failure
 
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 DEBUG_ENV = "HPSEARCH_DEBUG"  # 1: show the whole traceback behind an error line
@@ -67,7 +68,10 @@ def reports_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as err:
+                raise storage_failure(err) from err
         except HpsearchError as err:
             if os.environ.get(DEBUG_ENV) == "1":
                 traceback.print_exception(err, file=sys.stderr)
@@ -93,7 +97,7 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--study", "study", required=True, help="Study name in the studies folder, or a YAML path.")
-@click.option("--trials", type=click.IntRange(min=0), help="Budget: COMPLETE+PRUNED trials (default: the file's).")
+@click.option("--trials", type=click.IntRange(min=0, max=1_000_000), help="Budget: COMPLETE+PRUNED trials (default: the file's).")
 @storage_option
 @set_option
 @device_option
@@ -215,7 +219,8 @@ def lr_find(study, storage, settings, device, data_dir, plot, record, tag, studi
 @cli.command()
 @reports_errors
 def settings() -> None:
-    """List every training setting with its type and default (for `base`, `space`, `--set`)."""
+    """List every training setting with its type, default and allowed values (for `base`,
+    `space`, `--set`)."""
     settings_ = config_module.TrainConfig().to_dict()
     width = max(16, *(len(name) + 1 for name in settings_))
     for name, value in settings_.items():
@@ -224,6 +229,8 @@ def settings() -> None:
         named = config_module.NAMES_OR_PATHS.get(name)
         extra = f"  one of: {', '.join(choices)}" if choices else ""
         extra = f"  one of: {', '.join(named)}, or an import path" if named else extra
+        bounds = config_module.RANGES.get(name)
+        extra = f"  range: {bounds.text(name)}" if bounds else extra
         click.echo(f"{name:<{width}} {kind:<6} default {value!r}{extra}")
 
 

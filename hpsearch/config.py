@@ -123,6 +123,68 @@ NAMES_OR_PATHS: dict[str, tuple[str, ...]] = {
     "loss": ("cross_entropy", "nll", "bce", "mse", "l1"),
 }
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: low..high, each end open or closed."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False  # True: low itself is refused (lr > 0)
+    high_open: bool = False  # True: high itself is refused (dropout < 1)
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def text(self, name: str) -> str:
+        """`0 <= dropout < 1`."""
+        low = "" if self.low == -math.inf else f"{_number(self.low)} {'<' if self.low_open else '<='} "
+        high = "" if self.high == math.inf else f" {'<' if self.high_open else '<='} {_number(self.high)}"
+        return f"{low}{name}{high}"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if not float(value).is_integer() else f"{int(value):,}".replace(",", "_")
+
+
+_POSITIVE = Range(0, low_open=True)
+_NON_NEGATIVE = Range(0)
+_FRACTION = Range(0, 1, high_open=True)  # a probability or share: 1 would remove everything
+# What each numeric setting may hold. The upper bounds catch typos that would run forever
+# or allocate without end (epochs 1e23, a width of 1e9), far above any real run.
+RANGES: dict[str, Range] = {
+    "val_fraction": Range(0, 1, low_open=True, high_open=True),
+    "train_fraction": Range(0, 1, low_open=True),
+    "max_val_samples": Range(1),
+    "val_subset": _NON_NEGATIVE,
+    "num_workers": Range(0, 256),
+    "noise_std": _NON_NEGATIVE,
+    "depth": Range(1, 1_000),
+    "width": Range(1, 65_536),  # 3 layers of 65,536: 8.6e9 weights, 34 GB in float32
+    "dropout": _FRACTION,
+    "conv_blocks": Range(1, 16),
+    "conv_width": Range(1, 65_536),
+    "lr": _POSITIVE,  # no upper bound: a rate that diverges is a result (pruned: diverged)
+    "momentum": _FRACTION,
+    "beta1": _FRACTION,
+    "beta2": _FRACTION,
+    "weight_decay": _NON_NEGATIVE,
+    "l1": _NON_NEGATIVE,
+    "label_smoothing": _FRACTION,
+    "batch_size": Range(1, 10_000_000),
+    "epochs": Range(1, 100_000),
+    "patience": Range(0, 100_000),
+    "grad_clip": _POSITIVE,
+    "step_size": Range(1, 100_000),
+    "gamma": _POSITIVE,
+    "power": _POSITIVE,
+    "warmup_epochs": Range(0, 100_000),
+    "seed": Range(0, 2**63 - 1),
+    "split_seed": Range(0, 2**63 - 1),
+}
+
+
 # Settings the model reads, not the training loop: the built-in MLP and CNN read them; a
 # user's model receives them in `config` and honours those it declares (train/contract.py).
 MODEL_SETTINGS = frozenset({
@@ -181,6 +243,12 @@ def coerce_value(name: str, value: Any, where: str) -> Any:
         raise ConfigError(
             f"{where}: `{name}` must be {_article(kind)} {kind}, got {value!r}; "
             f"fix: write {_article(kind)} {kind} for `{name}`"
+        )
+    bounds = RANGES.get(name)
+    if bounds is not None and converted is not None and not bounds.holds(converted):
+        raise ConfigError(
+            f"{where}: `{name}` must be {bounds.text(name)}, got {value!r}; "
+            f"fix: give `{name}` a value in that range (`hpsearch settings` lists each range)"
         )
     allowed = CHOICES.get(name)
     if allowed is not None and converted not in allowed:

@@ -44,11 +44,11 @@ def normalize_url(url: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password hidden, for messages."""
+    """The URL with its password hidden, for messages (also a URL that does not parse)."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return url
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -70,7 +70,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     url = normalize_url(url)
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_sqlite_file(path, url)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
@@ -87,11 +87,44 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             if path is not None:
                 _use_wal(storage.engine)
             return storage
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, RuntimeError) as err:
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+                ImportError, RuntimeError) as err:
+            raise _open_error(url, err) from None
+
+
+def _open_error(url: str, err: BaseException) -> StorageError:
+    """One line for a storage that cannot be opened, with the fix for the usual causes."""
+    text = _first_line(err)
+    cause = err.__cause__ or err.__context__ or err
+    text = _first_line(cause) if text.startswith("An exception of type") else text
+    parsed = make_url(url)
+    if "does not exist" in text and parsed.database and "database" in text:
+        fix = (f"create it (`createdb -h {parsed.host} -U {parsed.username} {parsed.database}`, "
+               f"or CREATE DATABASE {parsed.database}) or name an existing one")
+    elif "not a database" in text or "malformed" in text:
+        fix = "the file is damaged or is no SQLite database: restore it from a copy, or pass another --storage (nothing was written)"
+    else:
+        fix = f"start the database server or pass a reachable --storage URL (or set {STORAGE_ENV})"
+    return StorageError(f"cannot open storage {mask_url(url)}: {text}; fix: {fix}")
+
+
+def _check_sqlite_file(path: Path, url: str) -> None:
+    """The SQLite file's folder exists (made if need be) and both can be written: Optuna
+    writes the schema, every trial, and in WAL mode a `-wal` file beside the database."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in path.parents if p.is_file()), path.parent)
+        raise StorageError(
+            f"cannot open storage {mask_url(url)}: cannot make the folder {path.parent} "
+            f"({err.strerror}: {blocker} is a file); fix: pass a path whose folders are folders"
+        ) from None
+    for target in (path, path.parent):
+        if target.exists() and not os.access(target, os.W_OK):
             raise StorageError(
-                f"cannot open storage {mask_url(url)}: {_first_line(err)}; fix: start the "
-                f"database server or pass a reachable --storage URL (or set {STORAGE_ENV})"
-            ) from None
+                f"cannot open storage {mask_url(url)}: {target} is read-only; fix: make it "
+                "writable (chmod u+w), or copy the database to a writable place and pass "
+                "that --storage")
 
 
 def _use_wal(engine: sqlalchemy.engine.Engine) -> None:
@@ -126,10 +159,11 @@ def _engine_kwargs(url: str) -> dict:
 def _parse(url: str) -> sqlalchemy.engine.URL:
     try:
         return make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError) as err:  # ValueError: port `54x0`
+        problem = "the port must be a number" if "int()" in str(err) else "not a URL"
         raise UsageError(
-            f"--storage: cannot parse storage URL {url!r}; fix: use e.g. "
-            "sqlite:///storage/hpsearch.db or postgresql://user:password@host:5432/db"
+            f"--storage: cannot parse storage URL {mask_url(url)!r} ({problem}); fix: use "
+            "e.g. sqlite:///storage/hpsearch.db or postgresql://user:password@host:5432/db"
         ) from None
 
 
@@ -163,3 +197,18 @@ def fail_trials_of_dead_workers(study: optuna.Study, numbers: list[int], *,
         if retry:
             retry(study, trial)  # reads its params and attributes, not its state
     return failed
+
+
+def storage_failure(err: BaseException) -> StorageError:
+    """One line for a storage error met after opening (a file damaged in the middle, a
+    server gone): what the database said, and what to do."""
+    cause = err.__cause__ or err.__context__ or err
+    text = _first_line(cause)
+    if "malformed" in text or "not a database" in text:
+        fix = ("the SQLite file is damaged: restore it from a copy (or try "
+               "`sqlite3 FILE .recover`), or pass another --storage")
+    elif "readonly" in text or "read-only" in text:
+        fix = "make the database file and its folder writable, or pass another --storage"
+    else:
+        fix = "check that the database server is up and reachable, then rerun the same command"
+    return StorageError(f"storage failed: {text}; fix: {fix}")

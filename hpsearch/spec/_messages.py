@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 from hpsearch.config import (
     CHOICES,
     NAMES_OR_PATHS,
+    RANGES,
     base_type,
     coerce_value,
     field_names,
@@ -89,6 +90,11 @@ def _setting_value_error(file: str, field: str, name: str, value: Any) -> SpecEr
     if named is not None and isinstance(value, str):
         problem = f"`{name}` must be one of {', '.join(named)} or an import path package.module:name"
         return SpecError(file, field, problem, value, f"{did_you_mean(value, named)}pick one")
+    bounds = RANGES.get(name)
+    if bounds is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and not bounds.holds(value):
+        return SpecError(file, field, f"`{name}` must be {bounds.text(name)}", value,
+                         f"give `{name}` a value in that range (`hpsearch settings` lists them)")
     want = base_type(name)
     kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         want, "a mapping"

@@ -134,6 +134,8 @@ def _range(
     else:
         _check_range(low, high, log, step, file, field)
         distribution = FloatDistribution(float(low), float(high), log=log, step=step)
+    for key in ("low", "high"):  # the setting's own range (config.RANGES) holds both ends
+        check_setting_value(file, join(field, key), name, spec[key])
     return RangeParam(name, optuna_name(name, path), distribution, field)
 
 

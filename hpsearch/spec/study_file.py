@@ -67,6 +67,9 @@ from hpsearch.spec.space import SearchSpace, parse_space
 from hpsearch.spec.yaml_loader import load_yaml_text
 
 DEFAULT_TRIALS = 20
+# A budget past this is a typo (`trials: 1e38` would run until killed): a million trials
+# of a second each is eleven days.
+MAX_TRIALS = 1_000_000
 _REQUIRED = {
     "objective": "`objective: {metric: val_acc}`",
     "space": "`space: {lr: {type: float, low: 1.0e-4, high: 1.0e-1, log: true}}`",
@@ -92,7 +95,7 @@ class _StudyFile(BaseModel):
     train_longer: Any = None
     sampler: Any = Field(default_factory=dict)
     pruner: Any = None
-    trials: int | None = Field(None, ge=1)
+    trials: int | None = Field(None, ge=1, le=MAX_TRIALS)
     space: Any = None
     spaces: Any = None
     families: list[str] = Field(default_factory=list)
@@ -273,6 +276,32 @@ def _pruner_data(raw: Any, objective: ObjectiveSpec) -> Any:
     return {"name": "none"} if len(objective.metrics) > 1 else {}
 
 
+# Larger than any study file a person writes (the installed ones are under 4 KB); reading
+# stops here rather than parse a data file passed by mistake.
+MAX_STUDY_FILE_BYTES = 1_000_000
+NEWLINE = ord("\n")
+
+
+def _read_text(path: Path, file: str) -> str:
+    """The file's text: UTF-8 (with or without a byte-order mark), or one clear error."""
+    try:
+        if path.stat().st_size > MAX_STUDY_FILE_BYTES:
+            raise SpecError(file, "", f"is {path.stat().st_size:,} bytes, not a study file",
+                            None, "pass the study's YAML file (a few KB)")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SpecError(file, "", f"cannot read the file: {err.strerror}", None,
+                        "check the path") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        source = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "latin1"
+        raise SpecError(
+            file, "", f"is not UTF-8 text (line {raw[:err.start].count(NEWLINE) + 1} holds "
+                      f"byte {raw[err.start]:#04x})", None,
+            f"save it as UTF-8 (e.g. `iconv -f {source} -t utf-8`)") from None
+
+
 def _check_base_and_space(base: Mapping[str, Any], space: SearchSpace, file: str) -> None:
     for param in _params.walk(space.params):
         if param.name in base:
@@ -281,11 +310,7 @@ def _check_base_and_space(base: Mapping[str, Any], space: SearchSpace, file: str
 
 
 def _read_yaml(path: Path, file: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(file, "", f"cannot read the file: {err.strerror}", None,
-                        "check the path") from None
+    text = _read_text(path, file)
     try:
         data = load_yaml_text(text)
     except yaml.MarkedYAMLError as err:
@@ -296,6 +321,9 @@ def _read_yaml(path: Path, file: str) -> Any:
     except yaml.YAMLError as err:  # DuplicateKeyError names the key and its line
         raise SpecError(file, "", f"invalid YAML: {err}", None,
                         "keep one of the repeated keys") from None
+    except RecursionError:  # thousands of nested brackets: the parser recurses per level
+        raise SpecError(file, "", "is nested too deeply to read", None,
+                        "a study file needs a few levels: objective, space, a parameter") from None
     if data is None:
         raise SpecError(file, "", "is empty", None, _START)
     return data

@@ -13,6 +13,7 @@ directory (added to `sys.path`, first), then from installed packages. A console 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Literal
@@ -143,7 +144,35 @@ def resolve_factory(spec: str, kind: Kind, where: str) -> Callable:
         return found
     if ":" not in spec:
         raise unknown_name_error(spec, kind, where)
-    return load_import_path(spec, f"{kind} factory", where)
+    factory = load_import_path(spec, f"{kind} factory", where)
+    _check_call(factory, kind, spec, where)
+    return factory
+
+
+# How each kind of factory is called (besides its `*_args` keywords).
+_CALLS: dict[str, tuple[str, ...]] = {
+    "model": ("config", "input_shape", "num_classes"),
+    "dataset": ("config",),
+}
+
+
+def _check_call(factory: Callable, kind: str, spec: str, where: str) -> None:
+    """A function that cannot take a factory's arguments (`os:system`) is refused before it
+    is called: an import path runs the user's code, so it must at least be a factory. A
+    class is built its own way (an nn.Module, a LightningModule, a data module)."""
+    arguments = _CALLS.get(kind)
+    if arguments is None or isinstance(factory, type):
+        return
+    try:
+        inspect.signature(factory).bind(*arguments)
+        return
+    except (TypeError, ValueError) as err:  # ValueError: a builtin without a signature
+        problem = str(err) or "no signature"
+    call = f"{', '.join(arguments)}, **{kind}_args"
+    raise ConfigError(
+        f"{where}: {kind} factory `{spec}` is not a factory ({problem}); fix: point to a "
+        f"function called as fn({call}) that returns the {kind}, or to a class"
+    )
 
 
 def load_import_path(spec: str, noun: str, where: str) -> Callable:
