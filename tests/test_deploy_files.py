@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
 from tests.conftest import REPO
@@ -16,24 +18,48 @@ def test_compose_services_share_one_postgres_storage():
     assert set(services) == {"postgres", "dashboard", "worker"}
     url = services["worker"]["environment"]["HPSEARCH_STORAGE"]
     assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
-    assert services["dashboard"]["command"] == [url]
+    assert services["dashboard"]["command"][-1] == url
     for name in ("dashboard", "worker"):
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "healthcheck" in services["postgres"]
 
 
-def test_compose_credentials_match_the_postgres_service():
+def test_compose_credentials_match_the_postgres_service_and_the_password_has_no_default():
     services = compose()["services"]
     env = services["postgres"]["environment"]
-    expected = (f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
+    # `${VAR:?message}`: compose refuses to start without it; no password is written here.
+    assert re.fullmatch(r"\$\{HPSEARCH_DB_PASSWORD:\?[^}]+\}", env["POSTGRES_PASSWORD"])
+    expected = (f"postgresql+psycopg://{env['POSTGRES_USER']}:${{HPSEARCH_DB_PASSWORD}}"
                 f"@postgres:5432/{env['POSTGRES_DB']}")
     assert services["worker"]["environment"]["HPSEARCH_STORAGE"] == expected
+    example = (REPO / ".env.example").read_text()
+    assert re.search(r"^HPSEARCH_DB_PASSWORD=$", example, re.M)  # to be chosen, not given
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+
+
+def test_compose_publishes_ports_on_the_loopback_only_and_not_on_5432():
+    services = compose()["services"]
+    for name in ("postgres", "dashboard"):
+        for port in services[name]["ports"]:
+            assert port.startswith("127.0.0.1:"), (name, port)
+    assert not services["postgres"]["ports"][0].startswith("127.0.0.1:5432:")
+
+
+def test_compose_workers_reserve_a_gpu_each_and_the_dashboard_has_no_torch():
+    services = compose()["services"]
+    (device,) = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"] and device["count"] == 1
+    assert services["dashboard"]["build"]["target"] == "dashboard"
+    stages = (REPO / "Dockerfile").read_text().split("FROM ")[1:]
+    dashboard = next(stage for stage in stages if stage.startswith("python:3.11-slim AS dashboard"))
+    assert "torch" not in dashboard and "optuna-dashboard" in dashboard
 
 
 def test_dockerfile_installs_the_pinned_torch_and_the_package():
     lines = [l.strip() for l in (REPO / "Dockerfile").read_text().splitlines()]
     instructions = [l for l in lines if l and not l.startswith("#")]
     assert instructions[0].startswith("FROM python:3.11")
+    assert "FROM python:3.11-slim AS worker" in instructions
     assert "RUN pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1" in instructions
     assert "RUN pip install --no-cache-dir ." in instructions
     assert instructions[-2:] == ['ENTRYPOINT ["hpsearch"]', 'CMD ["studies"]']
