@@ -38,6 +38,37 @@ def wait_for_running_trial(url: str, process: subprocess.Popen, timeout_s: float
     pytest.fail("no trial started training in time")
 
 
+SHORT = LONG.replace("epochs: 100000", "epochs: 40").replace("trials: 2", "trials: 3")
+
+
+def worker_pids(url: str) -> set[int]:
+    """The worker processes of the trials stored so far (their `worker` attribute)."""
+    trials = optuna.load_study(study_name="long", storage=url).get_trials()
+    return {int(t.user_attrs["worker"].split(":")[1].split()[0]) for t in trials
+            if "worker" in t.user_attrs}
+
+
+def wait_for_training(url: str, count: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name="long", storage=url).get_trials()
+        except KeyError:
+            trials = []
+        if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("history")) for t in trials) >= count:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{count} trials did not start training in time")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_marks_the_running_trial_failed(write_study, tmp_path, sig):
     path = write_study("long", LONG)
@@ -92,15 +123,7 @@ def test_ctrl_c_stops_every_parallel_worker_cleanly(write_study, tmp_path):
     command = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url,
                "--jobs", "2", "--devices", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # both workers training
-        try:
-            trials = optuna.load_study(study_name="long", storage=url).get_trials()
-        except KeyError:
-            trials = []
-        if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("history")) for t in trials) == 2:
-            break
-        time.sleep(0.2)
+    wait_for_training(url, 2)  # both workers training
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
@@ -110,37 +133,6 @@ def test_ctrl_c_stops_every_parallel_worker_cleanly(write_study, tmp_path):
     ]
     states = [t.state for t in optuna.load_study(study_name="long", storage=url).get_trials()]
     assert states == [TrialState.FAIL, TrialState.FAIL]
-
-
-SHORT = LONG.replace("epochs: 100000", "epochs: 40").replace("trials: 2", "trials: 3")
-
-
-def worker_pids(url: str) -> set[int]:
-    """The worker processes of the trials stored so far (their `worker` attribute)."""
-    trials = optuna.load_study(study_name="long", storage=url).get_trials()
-    return {int(t.user_attrs["worker"].split(":")[1].split()[0]) for t in trials
-            if "worker" in t.user_attrs}
-
-
-def wait_for_training(url: str, count: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            trials = optuna.load_study(study_name="long", storage=url).get_trials()
-        except KeyError:
-            trials = []
-        if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("history")) for t in trials) >= count:
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{count} trials did not start training in time")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_ctrl_c_in_a_terminal_reaches_every_process_and_each_stops_once(write_study, tmp_path):

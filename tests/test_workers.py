@@ -41,3 +41,13 @@ def test_bad_input_fails_once_before_any_worker_starts(write_study, studies_dir,
     assert result.exit_code == 2
     assert result.output.strip() == "error: --set lrr=1: unknown setting `lrr`; fix: did you mean lr?"
     assert not (tmp_path / "x.db").exists()
+
+
+def test_cpu_workers_share_the_cores_out(monkeypatch):
+    from hpsearch import workers
+
+    monkeypatch.delenv(workers.THREADS_ENV, raising=False)
+    monkeypatch.setattr(workers.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert [workers.cpu_threads(jobs) for jobs in (1, 2, 4, 32)] == [16, 8, 4, 1]
+    monkeypatch.setenv(workers.THREADS_ENV, "3")
+    assert workers.cpu_threads(4) == 3

@@ -43,6 +43,7 @@ class Reporter:
 
     def __call__(self, epoch: int, **metrics: Any) -> None:
         try:
+            interrupt.check()  # the user's own loop: each report is a safe point to stop at
             self._record(epoch, metrics)
             if self.on_epoch is not None:
                 self.on_epoch(self.history[-1])

@@ -115,3 +115,24 @@ def test_a_lightning_data_module_needs_a_lightning_module():
     with pytest.raises(ConfigError, match=r"base.dataset: `hp_lit:Data` is a LightningDataModule; "
                                           r"fix: name a LightningModule as the model"):
         preflight(settings, load_data(settings, CPU), CPU, "base")
+
+
+def test_a_stop_request_ends_a_lightning_run_at_its_epoch_without_sys_exit():
+    """Lightning turns a KeyboardInterrupt raised in a callback into sys.exit(1): the stop
+    request travels as StopRequested and reaches the objective as it is."""
+    from hpsearch import interrupt
+
+    settings = config(epochs=50)
+    epochs = []
+
+    def stop_after_two(record):
+        epochs.append(record["epoch"])
+        if len(epochs) == 2:
+            interrupt.request_stop()
+
+    try:
+        with pytest.raises(interrupt.StopRequested):
+            fit(settings, load_data(settings, CPU), CPU, on_epoch=stop_after_two)
+    finally:
+        interrupt.install(())  # clears the request
+    assert epochs == [1, 2]
