@@ -36,6 +36,9 @@ ATTR_ERROR = "error"  # why a trial failed: "ExceptionType: message (at file:lin
 ATTR_ERROR_SITE = "error_site"  # where: the same site failing again is the same bug
 ATTR_WORKER = "worker"  # host:pid and device of the worker that ran the trial
 ATTR_REPEATS = "repeats"  # the earlier trial of the same configuration whose outcome it took
+ATTR_OVER_BUDGET = "over_budget"  # created after every slot of the budget was claimed
+# Trials that hold a slot of the budget: finished ones, and those running or queued to run.
+CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 # The history is written to storage at most this often (s) while a trial trains, and always
 # when it ends. A write per epoch cost digits trials half their time (a SQL write per 20 ms
@@ -63,6 +66,18 @@ def _what_it_computes(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in RUNTIME_ONLY_KEYS}
 
 
+class OverBudget(TrainingError):
+    """Every slot of the budget was claimed by earlier trials (other workers) before this
+    trial was created: it ends at once, FAIL, marked `over_budget`, and its worker stops."""
+
+
+def claims_before(study: optuna.Study, number: int) -> int:
+    """How many trials numbered below `number` hold a slot of the budget. Trial numbers are
+    given out by the storage one by one, so they order the claims of every worker on every
+    machine: the trial that comes after the last slot sees it taken."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=CLAIMS) if t.number < number)
+
+
 class TrialCrashed(TrainingError):
     """A trial raised an unexpected exception; the study goes on with the next trial."""
 
@@ -83,6 +98,8 @@ class StudyObjective:
     longer: Mapping[str, Any] = field(default_factory=dict)
     # Trials this process started, in order: what an interrupted run reports on.
     started: list[int] = field(default_factory=list)
+    # The study's budget while workers search (None: a queued trial that runs regardless).
+    budget: int | None = None
 
     def config_for(self, sampled: Mapping[str, Any], longer: bool = True) -> TrainConfig:
         """defaults < inherited < study base (+ fixed values) < sampled < --set < longer
@@ -99,6 +116,7 @@ class StudyObjective:
         self.started.append(trial.number)
         try:
             interrupt.check()  # asked to stop while Optuna created this trial
+            self._claim(trial)
             return self._run(trial)
         except interrupt.StopRequested:
             raise KeyboardInterrupt from None  # Optuna marks the trial FAIL and re-raises
@@ -110,6 +128,18 @@ class StudyObjective:
             raise
         except Exception as err:  # a crash in the model's forward, CUDA out of memory...
             raise self._crashed(trial, describe(err), crash_site(err)) from err
+
+    def _claim(self, trial: optuna.trial.Trial) -> None:
+        """Go on only if a slot of the budget is left for this trial: `--trials 12` gives 12,
+        however many workers ask at once (Optuna's own count overshoots by up to jobs - 1)."""
+        if self.budget is None or trial.user_attrs.get(ATTR_BASELINE):
+            return
+        taken = claims_before(trial.study, trial.number)
+        if taken >= self.budget:
+            trial.set_user_attr(ATTR_OVER_BUDGET, True)
+            trial.set_user_attr(ATTR_REASON, f"over budget: {taken} of {self.budget} slots "
+                                             "were taken by earlier trials")
+            raise OverBudget(f"trial {trial.number}: the budget of {self.budget} is taken")
 
     def baseline_coordinates(self) -> dict[str, Any]:
         """Where the configuration this phase starts from sits in its space ({} when no point

@@ -17,7 +17,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import interrupt
 from hpsearch.errors import TrainingError
-from hpsearch.objective import StudyObjective, TrialCrashed
+from hpsearch.objective import (
+    ATTR_OVER_BUDGET,
+    CLAIMS,
+    OverBudget,
+    StudyObjective,
+    TrialCrashed,
+)
 from hpsearch.preparation import prepare_study
 from hpsearch.protocol.chain import ATTR_SELECTION, precondition_failure, skipped_choice
 from hpsearch.protocol.choice import ATTR_BASELINE, choose
@@ -57,6 +63,7 @@ class RunSummary:
     not_searched: list[str] = field(default_factory=list)  # settings the model ignores
     longer: str | None = None  # "epochs 20 -> 40 (...)": the inherited choice is undertrained
     warnings: list[str] = field(default_factory=list)  # e.g. a worker killed after the budget
+    spec: StudySpec | None = field(default=None, repr=False)  # as the run resolved it
 
     @property
     def nothing_to_do(self) -> bool:
@@ -97,10 +104,10 @@ def run_study(
     prepared = prepare_study(spec, url, overrides or {}, name=name, tag=tag, worker=worker)
     spec, optuna_study = prepared.spec, prepared.study
     fail_stale_trials(optuna_study)  # a finished study too: no killed worker's trial stays RUNNING
-    budget = _budget(spec, trials)
+    budget = trial_budget(spec, trials)
     summary = RunSummary(optuna_study.study_name, mask_url(url), budget, _finished(optuna_study),
                          not_searched=prepared.not_searched,
-                         longer=prepared.longer.line() if prepared.longer else None)
+                         longer=prepared.longer.line() if prepared.longer else None, spec=spec)
     skip = prepared.skip or precondition_failure(spec.precondition, prepared.inheritance)
     if skip is not None:
         # What it started from: a skipped phase trains nothing, so it passes on no extension.
@@ -139,7 +146,7 @@ def _interrupted(study: optuna.Study, started: list[int]) -> interrupt.Interrupt
     )
 
 
-def _budget(spec: StudySpec, trials: int | None) -> int:
+def trial_budget(spec: StudySpec, trials: int | None) -> int:
     """The trial budget: `--trials`, else the file's. A grid runs each point once (plus the
     baseline): its size is the budget, and `--trials` can only lower it."""
     if spec.sampler.name != "grid":
@@ -226,7 +233,12 @@ def _optimize(
     if baseline:
         _run_baseline(study, objective, guard)
     if _finished(study) < budget and not guard.stopped:
-        study.optimize(objective, callbacks=[guard], catch=_caught(), gc_after_trial=False)
+        objective.budget = budget  # each new trial claims a slot first (objective.py)
+        try:
+            study.optimize(objective, callbacks=[guard], catch=_caught() + (OverBudget,),
+                           gc_after_trial=False)
+        finally:
+            objective.budget = None
     if guard.stopped:
         raise TrainingError(
             f"{guard.consecutive_failures} trials in a row failed{guard.why}; last: "
@@ -266,12 +278,15 @@ class _BudgetGuard:
         return f", the same way ({self.sites[-1]})" if self.repeated else ""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.user_attrs.get(ATTR_OVER_BUDGET):
+            study.stop()  # other workers hold the rest of the budget
+            return
         self.summary.new_trials.append(trial.number)
         self._count_failure(trial)
         if self.observer is not None:
             self.observer.on_trial(study, trial)
-        if _finished(study) >= self.budget or self.stopped:
-            study.stop()
+        if _claimed(study) >= self.budget or self.stopped:
+            study.stop()  # the trials still running elsewhere finish the budget
         interrupt.check()  # the trial is stored in full: a stop request ends the run here
 
     def _count_failure(self, trial: FrozenTrial) -> None:
@@ -282,6 +297,11 @@ class _BudgetGuard:
         self.consecutive_failures += 1
         self.last_error = str(trial.user_attrs.get("error", "unknown error"))
         self.sites.append(str(trial.user_attrs.get("error_site", f"trial {trial.number}")))
+
+
+def _claimed(study: optuna.Study) -> int:
+    """Finished trials, and those running or queued (other workers': this one's is done)."""
+    return len(study.get_trials(deepcopy=False, states=CLAIMS))
 
 
 def _finished(study: optuna.Study) -> int:

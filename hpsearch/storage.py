@@ -176,7 +176,9 @@ def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the trials whose heartbeat is older than GRACE_S (a killed worker's) and queue
     each again once. Optuna does this only when a new trial starts; every run does it first,
     so a finished study is cleaned too."""
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def fail_trials_of_dead_workers(study: optuna.Study, numbers: list[int], *,

@@ -29,7 +29,7 @@ from hpsearch.errors import HpsearchError, TrainingError, UsageError
 from hpsearch.objective import ATTR_WORKER
 from hpsearch.results import load_study
 from hpsearch.storage import fail_trials_of_dead_workers
-from hpsearch.runner import RunObserver, RunSummary, resolve_spec, run_study
+from hpsearch.runner import RunObserver, RunSummary, run_study, trial_budget
 
 POLL_S = 1.0  # how often (s) the parent reads the study's progress from storage
 # After the parent's SIGTERM, how long (s) a worker may take to fail its trial at its next
@@ -66,13 +66,12 @@ def run_workers(
     devices = devices or [str(overrides.get("device", "auto"))]
     # Validate and create the study once, here: bad input fails with one line, no process.
     first = run_study(study, **{**run_kwargs, "trials": 0}, overrides=overrides)
-    budget = run_kwargs.get("trials") or resolve_spec(study, run_kwargs.get("studies_dir")).trials
+    budget = trial_budget(first.spec, run_kwargs.get("trials"))  # a grid: its size at most
     processes, results = _run_processes(study, jobs, devices, overrides, run_kwargs, observer,
                                         first, budget)
     if interrupt.requested() or any(r.exit_code == EXIT_INTERRUPTED for r in results):
         raise _interrupted(first.study_name, run_kwargs.get("storage"), processes, results)
-    _fail_what_the_dead_left(first.study_name, run_kwargs.get("storage"), processes, results,
-                             budget)
+    _fail_trials_of(first.study_name, run_kwargs.get("storage"), _dead(processes, results), budget)
     summary = _summary(study, run_kwargs, overrides, results, budget)
     summary.finished_before = first.finished_before
     summary.budget = budget or summary.budget
@@ -104,10 +103,15 @@ def _run_processes(study, jobs, devices, overrides, run_kwargs, observer, first,
 
 def _watch(processes, first: RunSummary, observer, storage, budget) -> None:
     """Show the shared progress (read from storage) until every worker has exited or a stop
-    is requested."""
-    study = None
+    is requested. A worker seen dead (killed) has its trial failed and queued again at once,
+    so the others run it instead of waiting out its heartbeat."""
+    study, seen_dead = None, set()
     while any(p.is_alive() for p in processes) and not interrupt.requested():
         time.sleep(POLL_S)
+        dead = [p for p in processes if p.exitcode not in (None, 0) and p.pid not in seen_dead]
+        if dead:
+            seen_dead.update(p.pid for p in dead)
+            _fail_trials_of(first.study_name, storage, dead, budget)
         if observer is None:
             continue
         if study is None:
@@ -203,24 +207,26 @@ def _interrupted(name: str, storage, processes, results) -> interrupt.Interrupte
     """The workers' accounts checked against storage: a worker killed mid-trial reported
     nothing, so what its trial was left as is read back (and failed: it is dead)."""
     failed = [n for r in results for n in r.failed]
-    failed += _fail_what_the_dead_left(name, storage, processes, results)
+    failed += _fail_trials_of(name, storage, _dead(processes, results))
     running = [t.number for t in _trials_of(load_study(name, storage), processes)
                if t.state == TrialState.RUNNING]
     return interrupt.Interrupted(name, failed=sorted(failed), running=running)
 
 
-def _fail_what_the_dead_left(name: str, storage, processes, results,
-                             budget: int | None = None) -> list[int]:
-    """The trials left RUNNING by workers that died without reporting, failed now (their
-    process is gone, so no heartbeat wait) and queued again once, unless the budget is met
-    without them."""
-    dead = [p for p, r in zip(processes, results) if r.died]
+def _fail_trials_of(name: str, storage, dead, budget: int | None = None) -> list[int]:
+    """The trials left RUNNING by the `dead` worker processes, failed now (their process is
+    gone, so no heartbeat wait) and queued again once unless the budget is met without
+    them. The numbers failed."""
     if not dead:
         return []
     study = load_study(name, storage)
     left = [t.number for t in _trials_of(study, dead) if t.state == TrialState.RUNNING]
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     return fail_trials_of_dead_workers(study, left, retry=budget is None or finished < budget)
+
+
+def _dead(processes, results) -> list:
+    return [p for p, r in zip(processes, results) if r.died]
 
 
 def _trials_of(study: optuna.Study, processes) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -20,16 +21,16 @@ space:
 
 
 def test_two_workers_share_the_budget_without_repeating_trials(write_study, studies_dir, tmp_path):
-    write_study("shared", STUDY)
+    write_study("shared", STUDY.replace("epochs: 2", "epochs: 10"))  # seconds a trial: both get some
     url = f"sqlite:///{tmp_path / 'x.db'}"
     result = CliRunner().invoke(cli, ["run", "--study", "shared", "--storage", url, "--jobs", "2",
                                       "--devices", "cpu", "--studies-dir", str(studies_dir)])
     assert result.exit_code == 0, result.output
     trials = optuna.load_study(study_name="shared", storage=url).get_trials()
-    assert all(t.state == TrialState.COMPLETE for t in trials)
-    assert 6 <= len(trials) <= 7  # a worker may start one trial as the other ends the budget
-    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes trained
-    assert len({t.params["lr"] for t in trials}) == len(trials)  # seeds differ per worker
+    trained = [t for t in trials if not t.user_attrs.get("over_budget")]
+    assert [t.state for t in trained] == [TrialState.COMPLETE] * 6  # the budget, exactly
+    assert len({t.user_attrs["worker"] for t in trained}) == 2  # both processes trained
+    assert len({t.params["lr"] for t in trained}) == 6  # seeds differ per worker
     assert "shared in " in result.output and "complete" in result.output
 
 
@@ -51,3 +52,36 @@ def test_cpu_workers_share_the_cores_out(monkeypatch):
     assert [workers.cpu_threads(jobs) for jobs in (1, 2, 4, 32)] == [16, 8, 4, 1]
     monkeypatch.setenv(workers.THREADS_ENV, "3")
     assert workers.cpu_threads(4) == 3
+
+
+@pytest.mark.parametrize("jobs", [3])
+def test_the_budget_is_exact_however_many_workers_ask_at_once(write_study, studies_dir,
+                                                               storage_url, jobs):
+    """Optuna's own count overshoots by up to jobs - 1; each trial here claims a slot first
+    (trial numbers order the claims), and one created after the last slot ends at once."""
+    write_study("exact", STUDY.replace("epochs: 2", "epochs: 1"))
+    result = CliRunner().invoke(cli, ["run", "--study", "exact", "--storage", storage_url,
+                                      "--jobs", str(jobs), "--trials", "12", "--devices", "cpu",
+                                      "--studies-dir", str(studies_dir)])
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="exact", storage=storage_url).get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 12
+    extra = [t for t in trials if t not in finished]
+    assert all(t.state == TrialState.FAIL and t.user_attrs["over_budget"] for t in extra)
+    assert all("history" not in t.user_attrs for t in extra)  # ended before training
+
+
+def test_grid_points_run_once_each_under_many_workers(write_study, studies_dir, tmp_path):
+    grid = STUDY.replace("sampler: {name: random, seed: 0}", "sampler: {name: grid}").replace(
+        "  lr: {type: float, low: 1e-4, high: 1e-2, log: true}", "  lr: {values: [3e-4, 1e-3, 3e-3]}")
+    write_study("grid", grid.replace("trials: 6\n", ""))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = CliRunner().invoke(cli, ["run", "--study", "grid", "--storage", url, "--jobs", "4",
+                                      "--trials", "12", "--devices", "cpu",
+                                      "--studies-dir", str(studies_dir)])
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="grid", storage=url).get_trials()
+    trained = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["lr"] for t in trained) == [3e-4, 1e-3, 3e-3]  # each point once
+    assert all(t.user_attrs.get("over_budget") for t in trials if t not in trained)
