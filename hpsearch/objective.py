@@ -37,6 +37,10 @@ ATTR_ERROR_SITE = "error_site"  # where: the same site failing again is the same
 ATTR_WORKER = "worker"  # host:pid and device of the worker that ran the trial
 ATTR_REPEATS = "repeats"  # the earlier trial of the same configuration whose outcome it took
 ATTR_OVER_BUDGET = "over_budget"  # created after every slot of the budget was claimed
+ATTR_TWIN = "twin_of"  # sampled what another worker was training: its seed was the same
+# Twins in a row after which a worker trains the point anyway: on a space so small that
+# other workers hold every point, reseeding cannot help, and a repeat beats an endless loop.
+MAX_TWINS_IN_A_ROW = 3
 # Trials that hold a slot of the budget: finished ones, and those running or queued to run.
 CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -62,6 +66,26 @@ def _same_configuration(trial: optuna.trial.Trial, config: TrainConfig) -> Froze
     return None
 
 
+def _running_twin(trial: optuna.trial.Trial) -> FrozenTrial | None:
+    """Another worker process's RUNNING trial with the same sampled parameters: workers
+    started apart on an empty study (two terminals, compose replicas) get the same sampler
+    seed, so they would train the same points in lockstep."""
+    if not trial.params or trial.user_attrs.get(ATTR_BASELINE):
+        return None
+    ours = trial.user_attrs.get(ATTR_WORKER, "").split()[0]
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(other.user_attrs.get(ATTR_WORKER, "")).split()
+        if (other.number != trial.number and other.params == trial.params
+                and worker and worker[0] != ours):
+            return other
+    return None
+
+
+def _from_another_process(earlier: FrozenTrial, trial: optuna.trial.Trial) -> bool:
+    theirs = str(earlier.user_attrs.get(ATTR_WORKER, "")).split()
+    return bool(theirs) and theirs[0] != trial.user_attrs.get(ATTR_WORKER, "").split()[0]
+
+
 def _what_it_computes(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in RUNTIME_ONLY_KEYS}
 
@@ -76,6 +100,11 @@ def claims_before(study: optuna.Study, number: int) -> int:
     given out by the storage one by one, so they order the claims of every worker on every
     machine: the trial that comes after the last slot sees it taken."""
     return sum(1 for t in study.get_trials(deepcopy=False, states=CLAIMS) if t.number < number)
+
+
+class TwinTrial(TrainingError):
+    """This trial sampled what another worker is training: it ends at once, FAIL, marked
+    `twin_of`, and this worker's sampler is reseeded so the two go apart."""
 
 
 class TrialCrashed(TrainingError):
@@ -100,6 +129,7 @@ class StudyObjective:
     started: list[int] = field(default_factory=list)
     # The study's budget while workers search (None: a queued trial that runs regardless).
     budget: int | None = None
+    twins_in_a_row: int = 0
 
     def config_for(self, sampled: Mapping[str, Any], longer: bool = True) -> TrainConfig:
         """defaults < inherited < study base (+ fixed values) < sampled < --set < longer
@@ -161,6 +191,14 @@ class StudyObjective:
         return sampled
 
     @staticmethod
+    def _twin(trial: optuna.trial.Trial, twin: FrozenTrial) -> TwinTrial:
+        trial.study.sampler.reseed_rng()  # from the OS: this process's sequence is its own now
+        trial.set_user_attr(ATTR_TWIN, twin.number)
+        trial.set_user_attr(ATTR_REASON, f"twin of trial {twin.number} (another worker with "
+                                         "the same sampler seed); sampler reseeded")
+        return TwinTrial(f"trial {trial.number} repeats running trial {twin.number}")
+
+    @staticmethod
     def _crashed(trial: optuna.trial.Trial, message: str, site: str) -> TrialCrashed:
         trial.set_user_attr(ATTR_ERROR, message)
         trial.set_user_attr(ATTR_ERROR_SITE, site)
@@ -170,8 +208,15 @@ class StudyObjective:
         config = self.config_for(self._sampled(trial))
         trial.set_user_attr(ATTR_CONFIG, config.to_dict())
         trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()} {self.device}")
+        twin = _running_twin(trial) if self.twins_in_a_row < MAX_TWINS_IN_A_ROW else None
+        if twin is not None:
+            self.twins_in_a_row += 1
+            raise self._twin(trial, twin)
+        self.twins_in_a_row = 0
         earlier = _same_configuration(trial, config)
         if earlier is not None:
+            if _from_another_process(earlier, trial):
+                trial.study.sampler.reseed_rng()  # a twin that was faster: go apart now
             return self._repeat(trial, earlier)
         data = load_data(config, self.device)  # cached per worker process
         history: list[dict] = []

@@ -19,10 +19,12 @@ from hpsearch import interrupt
 from hpsearch.errors import TrainingError
 from hpsearch.objective import (
     ATTR_OVER_BUDGET,
+    ATTR_TWIN,
     CLAIMS,
     OverBudget,
     StudyObjective,
     TrialCrashed,
+    TwinTrial,
 )
 from hpsearch.preparation import prepare_study
 from hpsearch.protocol.chain import ATTR_SELECTION, precondition_failure, skipped_choice
@@ -235,8 +237,8 @@ def _optimize(
     if _finished(study) < budget and not guard.stopped:
         objective.budget = budget  # each new trial claims a slot first (objective.py)
         try:
-            study.optimize(objective, callbacks=[guard], catch=_caught() + (OverBudget,),
-                           gc_after_trial=False)
+            study.optimize(objective, callbacks=[guard],
+                           catch=_caught() + (OverBudget, TwinTrial), gc_after_trial=False)
         finally:
             objective.budget = None
     if guard.stopped:
@@ -281,6 +283,8 @@ class _BudgetGuard:
         if trial.user_attrs.get(ATTR_OVER_BUDGET):
             study.stop()  # other workers hold the rest of the budget
             return
+        if trial.user_attrs.get(ATTR_TWIN) is not None:
+            return  # not a failure of the code: the next trial samples apart
         self.summary.new_trials.append(trial.number)
         self._count_failure(trial)
         if self.observer is not None:

@@ -16,6 +16,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from hpsearch.errors import StorageError, UsageError
+from hpsearch.resilient_storage import ResilientRDBStorage
 
 DEFAULT_STORAGE = "sqlite:///storage/hpsearch.db"
 STORAGE_ENV = "HPSEARCH_STORAGE"
@@ -30,6 +31,13 @@ GRACE_S = int(os.environ.get("HPSEARCH_GRACE_S", 120))
 SQLITE_LOCK_TIMEOUT_S = 60
 # PostgreSQL: fail fast (s) when the server is unreachable instead of hanging.
 PG_CONNECT_TIMEOUT_S = 10
+# TCP keepalives find a connection whose server or network died (idle 30 s, then 3 probes
+# 10 s apart); the server ends any statement past 60 s (no query of ours takes a second).
+PG_CONNECT_ARGS = {
+    "connect_timeout": PG_CONNECT_TIMEOUT_S,
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+    "options": "-c statement_timeout=60000",
+}
 
 
 def resolve_storage_url(explicit: str | None = None) -> str:
@@ -74,7 +82,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            storage = optuna.storages.RDBStorage(
+            storage = ResilientRDBStorage(
                 url,
                 engine_kwargs=_engine_kwargs(url),
                 heartbeat_interval=HEARTBEAT_S,
@@ -152,7 +160,7 @@ def _engine_kwargs(url: str) -> dict:
     if backend == "sqlite":
         return {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}}
     if backend == "postgresql":
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT_S}}
+        return {"pool_pre_ping": True, "connect_args": dict(PG_CONNECT_ARGS)}
     return {}
 
 

@@ -1,9 +1,11 @@
-"""docker-compose.yml and the Dockerfile, checked as files (no Docker engine here)."""
+"""docker-compose.yml, the Dockerfile and the Kubernetes Job, checked as files (no Docker engine
+or cluster here)."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from tests.conftest import REPO
@@ -81,3 +83,21 @@ def test_compose_workers_read_the_data_folder_and_write_a_cache_of_their_own():
     cache = worker["environment"]["HPSEARCH_CACHE_DIR"]
     assert any(v.endswith(f":{cache}") and not v.startswith(".") for v in worker["volumes"])
     assert "datacache" in compose()["volumes"]
+
+
+def test_the_kubernetes_job_is_a_valid_job_with_the_storage_from_a_secret():
+    """Checked against the Kubernetes API's own models (the official client), not a cluster."""
+    kubernetes = pytest.importorskip("kubernetes")  # a test dependency: .ci/run installs it
+    manifest = yaml.safe_load((REPO / "deploy" / "kubernetes-job.yaml").read_text())
+    client = kubernetes.client.ApiClient()
+    job = client._ApiClient__deserialize(manifest, "V1Job")  # raises on a missing required field
+    assert (job.api_version, job.kind) == ("batch/v1", "Job")
+    assert job.spec.parallelism >= 2 and job.spec.completions is None  # a work queue
+    (container,) = job.spec.template.spec.containers
+    storage = next(e for e in container.env if e.name == "HPSEARCH_STORAGE")
+    assert storage.value is None and storage.value_from.secret_key_ref.name == "hpsearch-storage"
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert container.args[:2] == ["run", "--study"]
+    assert job.spec.template.spec.restart_policy == "OnFailure"
+    # Every key of the file is one the model knows (the client ignores unknown ones).
+    assert client.sanitize_for_serialization(job) == manifest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import optuna
 import pytest
 from click.testing import CliRunner
@@ -85,3 +86,26 @@ def test_grid_points_run_once_each_under_many_workers(write_study, studies_dir, 
     trained = [t for t in trials if t.state == TrialState.COMPLETE]
     assert sorted(t.params["lr"] for t in trained) == [3e-4, 1e-3, 3e-3]  # each point once
     assert all(t.user_attrs.get("over_budget") for t in trials if t not in trained)
+
+
+def test_a_point_another_worker_is_training_is_not_trained_twice(write_study, studies_dir, tmp_path):
+    """Workers started apart on an empty study (two terminals, compose replicas) get the same
+    sampler seed. One that samples what another worker is training ends that trial at once
+    and reseeds; on a space the others hold entirely it trains anyway after 3 such trials."""
+    from hpsearch.runner import run_study
+
+    write_study("apart", STUDY.replace("  lr: {type: float, low: 1e-4, high: 1e-2, log: true}",
+                                       "  lr: {values: [0.001]}").replace("trials: 6", "trials: 2"))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    run_study("apart", storage=url, studies_dir=studies_dir, trials=0)  # creates the study
+    study = optuna.load_study(study_name="apart", storage=url)
+    study.enqueue_trial({"lr": 0.001}, user_attrs={"worker": "otherhost:1 cuda:0"})
+    elsewhere = study.ask()  # RUNNING on the other machine, training lr=0.001
+    elsewhere.suggest_categorical("lr", [0.001])
+    run_study("apart", storage=url, studies_dir=studies_dir)  # one slot left: 2 less the other
+    trials = optuna.load_study(study_name="apart", storage=url).get_trials()
+    twins = [t for t in trials if "twin_of" in t.user_attrs]
+    assert [t.user_attrs["twin_of"] for t in twins] == [elsewhere.number] * 3
+    assert all(t.state == TrialState.FAIL and "history" not in t.user_attrs for t in twins)
+    (trained,) = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert trained.number > twins[-1].number and "history" in trained.user_attrs

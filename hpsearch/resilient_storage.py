@@ -1,0 +1,101 @@
+"""Optuna's RDB storage, retried through a database blip.
+
+A PostgreSQL restart takes a few seconds; a worker that reports an epoch, asks whether to
+prune, beats its heartbeat or finishes its trial in those seconds gets a connection error.
+Optuna raises it, the trial dies with a traceback, and it stays RUNNING until a heartbeat
+check fails it. Here every storage call that meets a *transient* error (the connection
+refused, reset or lost: SQLAlchemy's OperationalError / InterfaceError, or Optuna's
+StorageInternalError wrapping one) is retried with exponential backoff for up to
+RETRY_WINDOW_S; a call that still fails then raises one StorageError naming the storage.
+Errors in what is written (integrity, bad values) are not retried.
+
+Retrying a write is safe: each RDBStorage call is one transaction, rolled back when it
+fails, so a retry repeats it whole. Finishing a trial is the one write whose commit may
+have landed before the connection broke: a retry that finds the trial already in the state
+it asked for takes that as done.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any, Callable
+
+import optuna
+import sqlalchemy
+
+from hpsearch.errors import StorageError
+
+# How long (s) a storage call keeps retrying: a restart takes ~3 s, a failover ~30 s.
+RETRY_WINDOW_S = float(os.environ.get("HPSEARCH_STORAGE_RETRY_S", 60))
+FIRST_WAIT_S = 0.25  # then doubled each time, at most MAX_WAIT_S
+MAX_WAIT_S = 5.0
+
+# Every call a worker, the dashboard or a notebook makes to read or write a study.
+RETRIED = (
+    "create_new_study", "set_study_user_attr", "set_study_system_attr",
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+    "get_study_user_attrs", "get_study_system_attrs", "get_all_studies",
+    "create_new_trial", "set_trial_param", "get_trial_param", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_best_trial",
+    "record_heartbeat", "_get_stale_trial_ids",
+)
+
+
+def is_transient(err: BaseException) -> bool:
+    """A lost or refused connection, not a problem in what was written."""
+    cause = err.__cause__ if isinstance(err, optuna.exceptions.StorageInternalError) else err
+    if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
+        return True
+    return isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+
+
+def _retrying(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        deadline, wait, retried = time.monotonic() + RETRY_WINDOW_S, FIRST_WAIT_S, False
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if retried and method.__name__ == "set_trial_state_values":
+                    return _already_done(self, *args, **kwargs)
+                raise
+            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+                if not is_transient(err):
+                    raise
+                if time.monotonic() + wait > deadline:
+                    raise _gave_up(self, err) from err
+            time.sleep(wait)
+            wait, retried = min(2 * wait, MAX_WAIT_S), True
+
+    return call
+
+
+def _already_done(storage, trial_id: int, state, values=None) -> bool:
+    """The first attempt's commit landed before its connection broke."""
+    if storage.get_trial(trial_id).state == state:
+        return True
+    raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} is already finished")
+
+
+def _gave_up(storage, err: BaseException) -> StorageError:
+    cause = err.__cause__ or err
+    text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+    url = sqlalchemy.engine.make_url(storage.url).render_as_string(hide_password=True)
+    return StorageError(
+        f"storage {url} unreachable for {RETRY_WINDOW_S:.0f} s: "
+        f"{text[0] if text else type(cause).__name__}; fix: check that the database server "
+        "is up, then rerun the same command (the trial left is failed by its heartbeat and "
+        "queued again)")
+
+
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """RDBStorage whose calls ride out a database restart (see the module's docstring)."""
+
+
+for _name in RETRIED:
+    setattr(ResilientRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))

@@ -1,0 +1,118 @@
+"""A real PostgreSQL restarted under running workers: the run rides it out.
+
+The test makes a cluster of its own on a free local port (pg_createcluster), so restarting
+it disturbs no other test, and drops it afterwards. It needs the PostgreSQL server binaries
+and root (to act as the postgres user), as `.ci/run` has them; in CI it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch import resilient_storage
+
+STUDY = """\
+base: {dataset: digits, epochs: 30, batch_size: 64, width: 32}
+objective: {metric: val_acc}
+sampler: {name: random, seed: 0}
+pruner: {name: median, n_warmup_steps: 1}
+trials: 4
+space:
+  lr: {type: float, low: 1e-4, high: 1e-2, log: true}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _ctl(*args: str) -> None:
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", *args], check=True,
+                   capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def own_cluster():
+    """(url, version, name) of a fresh PostgreSQL cluster; dropped at the end."""
+    if shutil.which("pg_createcluster") is None or os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the database fault tests: pg_createcluster and root needed")
+        pytest.skip("needs pg_createcluster and root (as .ci/run has them)")
+    version = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True,
+                             check=True).stdout.split()[0]
+    name, port = f"hpsearch_{uuid.uuid4().hex[:8]}", _free_port()
+    subprocess.run(["pg_createcluster", version, name, "--port", str(port)], check=True,
+                   capture_output=True, timeout=120)
+    try:
+        _ctl(version, name, "start")
+        create = (f"psql -q -p {port} -c \"CREATE ROLE fault LOGIN PASSWORD 'fault'\" "
+                  "-c \"CREATE DATABASE fault OWNER fault\"")
+        subprocess.run(["su", "postgres", "-c", create], check=True, capture_output=True, timeout=60)
+        yield f"postgresql+psycopg://fault:fault@127.0.0.1:{port}/fault", version, name
+    finally:
+        subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True, timeout=120)
+
+
+def _training(url: str, count: int, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name="blip", storage=url).get_trials()
+        except KeyError:
+            trials = []
+        if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("history")) for t in trials) >= count:
+            return
+        time.sleep(0.5)
+    pytest.fail("the workers did not start training")
+
+
+def test_a_postgresql_restart_under_two_workers_loses_nothing(own_cluster, write_study):
+    url, version, name = own_cluster
+    path = write_study("blip", STUDY)
+    command = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url,
+               "--jobs", "2", "--devices", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _training(url, 2)
+    _ctl(version, name, "restart")  # about 3 s without a server, mid-epoch for both workers
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    trials = optuna.load_study(study_name="blip", storage=url).get_trials()
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:  # every epoch's report survived the restart
+            assert sorted(trial.intermediate_values) == list(range(1, 31))
+
+
+def test_a_server_that_stays_down_ends_the_call_with_one_line(own_cluster, monkeypatch):
+    """Past the retry window a storage call gives up with the storage named, no password."""
+    url, version, name = own_cluster
+    monkeypatch.setattr(resilient_storage, "RETRY_WINDOW_S", 3.0)
+    storage = resilient_storage.ResilientRDBStorage(url)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "down")
+    _ctl(version, name, "stop")
+    try:
+        start = time.monotonic()
+        with pytest.raises(Exception) as raised:
+            storage.get_study_user_attrs(study_id)
+        assert time.monotonic() - start < 15
+    finally:
+        _ctl(version, name, "start")
+    assert type(raised.value).__name__ == "StorageError"
+    message = str(raised.value)
+    assert "unreachable for 3 s" in message and ":***@127.0.0.1" in message
+    assert "fault:fault" not in message
+    assert storage.get_study_user_attrs(study_id) == {}  # back once the server is
