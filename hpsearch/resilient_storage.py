@@ -53,24 +53,37 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
 
 
+def retry_transient(call: Callable[[], Any], url: str) -> Any:
+    """`call()`, retried with backoff while it meets a transient error, for RETRY_WINDOW_S;
+    then one StorageError naming `url`."""
+    deadline, wait = time.monotonic() + RETRY_WINDOW_S, FIRST_WAIT_S
+    while True:
+        try:
+            return call()
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+            if not is_transient(err):
+                raise
+            if time.monotonic() + wait > deadline:
+                raise _gave_up(url, err) from err
+        time.sleep(wait)
+        wait = min(2 * wait, MAX_WAIT_S)
+
+
 def _retrying(method: Callable) -> Callable:
     @functools.wraps(method)
     def call(self, *args: Any, **kwargs: Any) -> Any:
-        deadline, wait, retried = time.monotonic() + RETRY_WINDOW_S, FIRST_WAIT_S, False
-        while True:
+        attempts = []
+
+        def attempt():
+            attempts.append(1)
             try:
                 return method(self, *args, **kwargs)
             except optuna.exceptions.UpdateFinishedTrialError:
-                if retried and method.__name__ == "set_trial_state_values":
+                if len(attempts) > 1 and method.__name__ == "set_trial_state_values":
                     return _already_done(self, *args, **kwargs)
                 raise
-            except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
-                if not is_transient(err):
-                    raise
-                if time.monotonic() + wait > deadline:
-                    raise _gave_up(self, err) from err
-            time.sleep(wait)
-            wait, retried = min(2 * wait, MAX_WAIT_S), True
+
+        return retry_transient(attempt, self.url)
 
     return call
 
@@ -82,10 +95,10 @@ def _already_done(storage, trial_id: int, state, values=None) -> bool:
     raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} is already finished")
 
 
-def _gave_up(storage, err: BaseException) -> StorageError:
+def _gave_up(url: str, err: BaseException) -> StorageError:
     cause = err.__cause__ or err
     text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
-    url = sqlalchemy.engine.make_url(storage.url).render_as_string(hide_password=True)
+    url = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     return StorageError(
         f"storage {url} unreachable for {RETRY_WINDOW_S:.0f} s: "
         f"{text[0] if text else type(cause).__name__}; fix: check that the database server "

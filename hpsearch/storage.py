@@ -16,7 +16,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from hpsearch.errors import StorageError, UsageError
-from hpsearch.resilient_storage import ResilientRDBStorage
+from hpsearch.resilient_storage import ResilientRDBStorage, retry_transient
 
 DEFAULT_STORAGE = "sqlite:///storage/hpsearch.db"
 STORAGE_ENV = "HPSEARCH_STORAGE"
@@ -73,31 +73,47 @@ def storage_exists(url: str) -> bool:
     return path is None or path.exists()
 
 
+# URLs this process has opened once: a later failure to reach one is a blip, not a typo.
+_REACHED: set[str] = set()
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Open (and create if needed) the RDB storage at `url`, or raise one clear StorageError."""
+    """Open (and create if needed) the RDB storage at `url`, or raise one clear StorageError.
+
+    The first open in a process fails at once (a wrong URL, a server not started); a later
+    one (the parent of --jobs workers reading progress, the summary after a run) retries a
+    lost connection like every storage call does (resilient_storage.py)."""
     url = normalize_url(url)
     path = sqlite_path(url)
     if path is not None:
         _check_sqlite_file(path, url)
+    try:
+        if url in _REACHED:
+            return retry_transient(lambda: _create(url, path), url)
+        storage = _create(url, path)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+            ImportError, RuntimeError) as err:
+        raise _open_error(url, err) from None
+    _REACHED.add(url)
+    return storage
+
+
+def _create(url: str, path: Path | None) -> optuna.storages.RDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            storage = ResilientRDBStorage(
-                url,
-                engine_kwargs=_engine_kwargs(url),
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                # A trial lost with its worker is queued again once, with the same parameters.
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=1
-                ),
-            )
-            if path is not None:
-                _use_wal(storage.engine)
-            return storage
-        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
-                ImportError, RuntimeError) as err:
-            raise _open_error(url, err) from None
+        storage = ResilientRDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url),
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            # A trial lost with its worker is queued again once, with the same parameters.
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1
+            ),
+        )
+    if path is not None:
+        _use_wal(storage.engine)
+    return storage
 
 
 def _open_error(url: str, err: BaseException) -> StorageError:
