@@ -23,7 +23,6 @@ from hpsearch.protocol import run as protocol_run
 from hpsearch.errors import HpsearchError
 from hpsearch.storage import STORAGE_ENV, storage_failure
 
-EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 DEBUG_ENV = "HPSEARCH_DEBUG"  # 1: show the whole traceback behind an error line
 
 STORAGE_HELP = f"Storage URL (default: ${STORAGE_ENV}, else sqlite:///storage/hpsearch.db)."
@@ -81,7 +80,7 @@ def reports_errors(command):
             line = err.line() if isinstance(err, interrupt.Interrupted) else (
                 "interrupted; fix: rerun the same command to go on")
             click.echo(f"error: {line}", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(interrupt.EXIT_INTERRUPTED)
 
     return wrapper
 

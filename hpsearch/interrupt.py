@@ -20,6 +20,7 @@ import multiprocessing.connection
 import signal
 import threading
 
+EXIT_INTERRUPTED = 130  # the shell's convention for a run ended by SIGINT
 _requested = threading.Event()
 
 

@@ -116,6 +116,14 @@ def _create(url: str, path: Path | None) -> optuna.storages.RDBStorage:
     return storage
 
 
+DAMAGED_FIX = ("the SQLite file is damaged or is no database: restore it from a copy (or try "
+               "`sqlite3 FILE .recover`), or pass another --storage (nothing was written)")
+
+
+def _damaged(text: str) -> bool:
+    return "not a database" in text or "malformed" in text
+
+
 def _open_error(url: str, err: BaseException) -> StorageError:
     """One line for a storage that cannot be opened, with the fix for the usual causes."""
     text = _first_line(err)
@@ -125,8 +133,8 @@ def _open_error(url: str, err: BaseException) -> StorageError:
     if "does not exist" in text and parsed.database and "database" in text:
         fix = (f"create it (`createdb -h {parsed.host} -U {parsed.username} {parsed.database}`, "
                f"or CREATE DATABASE {parsed.database}) or name an existing one")
-    elif "not a database" in text or "malformed" in text:
-        fix = "the file is damaged or is no SQLite database: restore it from a copy, or pass another --storage (nothing was written)"
+    elif _damaged(text):
+        fix = DAMAGED_FIX
     else:
         fix = f"start the database server or pass a reachable --storage URL (or set {STORAGE_ENV})"
     return StorageError(f"cannot open storage {mask_url(url)}: {text}; fix: {fix}")
@@ -230,9 +238,8 @@ def storage_failure(err: BaseException) -> StorageError:
     server gone): what the database said, and what to do."""
     cause = err.__cause__ or err.__context__ or err
     text = _first_line(cause)
-    if "malformed" in text or "not a database" in text:
-        fix = ("the SQLite file is damaged: restore it from a copy (or try "
-               "`sqlite3 FILE .recover`), or pass another --storage")
+    if _damaged(text):
+        fix = DAMAGED_FIX
     elif "readonly" in text or "read-only" in text:
         fix = "make the database file and its folder writable, or pass another --storage"
     else:

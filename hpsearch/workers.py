@@ -35,7 +35,6 @@ POLL_S = 1.0  # how often (s) the parent reads the study's progress from storage
 # After the parent's SIGTERM, how long (s) a worker may take to fail its trial at its next
 # batch and exit before it is signalled again (it then raises wherever it is), then killed.
 STOP_GRACE_S = 30.0
-EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 THREADS_ENV = "HPSEARCH_TORCH_THREADS"
 
 
@@ -69,7 +68,8 @@ def run_workers(
     budget = trial_budget(first.spec, run_kwargs.get("trials"))  # a grid: its size at most
     processes, results = _run_processes(study, jobs, devices, overrides, run_kwargs, observer,
                                         first, budget)
-    if interrupt.requested() or any(r.exit_code == EXIT_INTERRUPTED for r in results):
+    stopped = any(r.exit_code == interrupt.EXIT_INTERRUPTED for r in results)
+    if interrupt.requested() or stopped:
         raise _interrupted(first.study_name, run_kwargs.get("storage"), processes, results)
     _fail_trials_of(first.study_name, run_kwargs.get("storage"), _dead(processes, results), budget)
     summary = _summary(study, run_kwargs, overrides, results, budget)
@@ -181,9 +181,10 @@ def _worker(index, study, device, overrides, run_kwargs, results, threads: int) 
     except HpsearchError as err:
         results.put(WorkerResult(index, device, err.exit_code, str(err), []))
     except interrupt.Interrupted as err:
-        results.put(WorkerResult(index, device, EXIT_INTERRUPTED, "interrupted", failed=err.failed))
+        results.put(WorkerResult(index, device, interrupt.EXIT_INTERRUPTED, "interrupted",
+                                 failed=err.failed))
     except (KeyboardInterrupt, interrupt.StopRequested):
-        results.put(WorkerResult(index, device, EXIT_INTERRUPTED, "interrupted"))
+        results.put(WorkerResult(index, device, interrupt.EXIT_INTERRUPTED, "interrupted"))
 
 
 def _summary(study, run_kwargs, overrides, results: list[WorkerResult], budget) -> RunSummary:
