@@ -22,7 +22,7 @@ space:
 
 
 def test_two_workers_share_the_budget_without_repeating_trials(write_study, studies_dir, tmp_path):
-    write_study("shared", STUDY.replace("epochs: 2", "epochs: 10"))  # seconds a trial: both get some
+    write_study("shared", STUDY.replace("epochs: 2", "epochs: 25"))  # seconds a trial: both get some
     url = f"sqlite:///{tmp_path / 'x.db'}"
     result = CliRunner().invoke(cli, ["run", "--study", "shared", "--storage", url, "--jobs", "2",
                                       "--devices", "cpu", "--studies-dir", str(studies_dir)])
