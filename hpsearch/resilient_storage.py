@@ -41,7 +41,11 @@ RETRIED = (
     "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
     "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
     "get_trial_user_attrs", "get_trial_system_attrs", "get_best_trial",
-    "record_heartbeat", "_get_stale_trial_ids",
+    "record_heartbeat", "_get_stale_trial_ids", "delete_study",
+    # What Optuna's cache in front of an RDBStorage (every Study's) calls instead of the
+    # public methods: without these a worker asking for its next trial, or the --jobs parent
+    # reading progress, fails at the first blip (CI, stop 13).
+    "_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
 )
 
 
@@ -80,7 +84,7 @@ def _retrying(method: Callable) -> Callable:
                 return method(self, *args, **kwargs)
             except optuna.exceptions.UpdateFinishedTrialError:
                 if len(attempts) > 1 and method.__name__ == "set_trial_state_values":
-                    return _already_done(self, *args, **kwargs)
+                    return _finished_already(self, *args, **kwargs)
                 raise
 
         return retry_transient(attempt, self.url)
@@ -88,11 +92,17 @@ def _retrying(method: Callable) -> Callable:
     return call
 
 
-def _already_done(storage, trial_id: int, state, values=None) -> bool:
+def _finished_already(storage, trial_id: int, state, values=None) -> bool:
     """The first attempt's commit landed before its connection broke."""
     if storage.get_trial(trial_id).state == state:
         return True
     raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial_id} is already finished")
+
+
+# Setting a parameter twice is harmless (Optuna ignores the second insert of the key).
+# Creating a trial is the write a retry can repeat: in the rare case that its commit landed
+# and only the reply was lost, a second trial is made and the first stays RUNNING with no
+# worker (no heartbeat, no `worker` attribute) until someone fails it.
 
 
 def _gave_up(url: str, err: BaseException) -> StorageError:
