@@ -17,7 +17,7 @@ import optuna
 import sqlalchemy
 
 from hpsearch import config as config_module
-from hpsearch import console, interrupt, results, runner, workers
+from hpsearch import console, interrupt, results, runner, storage_proxy, workers
 from hpsearch.protocol import lr_find_study, test_phase
 from hpsearch.protocol import run as protocol_run
 from hpsearch.errors import HpsearchError
@@ -213,6 +213,21 @@ def lr_find(study, storage, settings, device, data_dir, plot, record, tag, studi
         f"[{found['low']:.3g}, {found['high']:.3g}] ({found['reason']}, {found['steps']} steps); "
         f"plot: {found['plot']}" + ("; recorded on the study" if record else "")
     )
+
+
+@cli.command("storage-proxy")
+@click.option("--storage", required=True, help="The database the proxy serves (PostgreSQL URL).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; no authentication).")
+@click.option("--port", type=click.IntRange(1, 65535), default=storage_proxy.DEFAULT_PORT,
+              show_default=True)
+@click.option("--connections", type=click.IntRange(1, 1000),
+              default=storage_proxy.PROXY_CONNECTIONS, show_default=True,
+              help="Database connections (and threads) the proxy holds for all its workers.")
+@reports_errors
+def storage_proxy_command(storage, host, port, connections) -> None:
+    """Serve a storage to many workers over gRPC (workers: --storage grpc://HOST:PORT)."""
+    storage_proxy.serve(storage, host=host, port=port, connections=connections)
 
 
 @cli.command()

@@ -24,6 +24,8 @@ from hpsearch.errors import HpsearchError, TrainingError, UserCodeError
 from hpsearch.metrics import METRICS, metric_value, require_metric
 from hpsearch.protocol.choice import ATTR_BASELINE, ATTR_CRITERIA
 from hpsearch.protocol.criteria import all_criteria
+from hpsearch.reports import EpochReports
+from hpsearch.storage import count_trials
 from hpsearch.spec import StudySpec
 from hpsearch.train import Diverged, load_data, train
 from hpsearch.train.user_code import crash_site, describe
@@ -44,21 +46,16 @@ MAX_TWINS_IN_A_ROW = 3
 # Trials that hold a slot of the budget: finished ones, and those running or queued to run.
 CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
-# The history is written to storage at most this often (s) while a trial trains, and always
-# when it ends. A write per epoch cost digits trials half their time (a SQL write per 20 ms
-# epoch); the dashboard's live curve comes from the intermediate values reported every epoch.
-HISTORY_FLUSH_S = 5.0
 
-
-def _same_configuration(trial: optuna.trial.Trial, config: TrainConfig) -> FrozenTrial | None:
+def _same_configuration(trial: optuna.trial.Trial, config: TrainConfig,
+                        trials: list[FrozenTrial]) -> FrozenTrial | None:
     """An earlier finished trial of this study (not a repeat itself) that trained exactly
     `config`, where or how fast aside (RUNTIME_ONLY_KEYS); None when there is none, or when
     the space searches nothing (a study of fixed values runs what it is asked to)."""
     if not trial.params:
         return None
     wanted = _what_it_computes(config.to_dict())
-    finished = trial.study.get_trials(deepcopy=False,
-                                      states=(TrialState.COMPLETE, TrialState.PRUNED))
+    finished = (t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     for earlier in finished:
         trained = _what_it_computes(earlier.user_attrs.get(ATTR_CONFIG, {}))
         if ATTR_REPEATS not in earlier.user_attrs and trained == wanted:
@@ -66,14 +63,14 @@ def _same_configuration(trial: optuna.trial.Trial, config: TrainConfig) -> Froze
     return None
 
 
-def _running_twin(trial: optuna.trial.Trial) -> FrozenTrial | None:
+def _running_twin(trial: optuna.trial.Trial, trials: list[FrozenTrial]) -> FrozenTrial | None:
     """Another worker process's RUNNING trial with the same sampled parameters: workers
     started apart on an empty study (two terminals, compose replicas) get the same sampler
     seed, so they would train the same points in lockstep."""
     if not trial.params or trial.user_attrs.get(ATTR_BASELINE):
         return None
     ours = trial.user_attrs.get(ATTR_WORKER, "").split()[0]
-    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for other in (t for t in trials if t.state == TrialState.RUNNING):
         worker = str(other.user_attrs.get(ATTR_WORKER, "")).split()
         if (other.number != trial.number and other.params == trial.params
                 and worker and worker[0] != ours):
@@ -99,7 +96,7 @@ def claims_before(study: optuna.Study, number: int) -> int:
     """How many trials numbered below `number` hold a slot of the budget. Trial numbers are
     given out by the storage one by one, so they order the claims of every worker on every
     machine: the trial that comes after the last slot sees it taken."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=CLAIMS) if t.number < number)
+    return count_trials(study, CLAIMS, number_below=number)
 
 
 class TwinTrial(TrainingError):
@@ -208,33 +205,37 @@ class StudyObjective:
         config = self.config_for(self._sampled(trial))
         trial.set_user_attr(ATTR_CONFIG, config.to_dict())
         trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()} {self.device}")
-        twin = _running_twin(trial) if self.twins_in_a_row < MAX_TWINS_IN_A_ROW else None
+        trials = trial.study.get_trials(deepcopy=False)  # one read for both checks below
+        twin = (_running_twin(trial, trials) if self.twins_in_a_row < MAX_TWINS_IN_A_ROW
+                else None)
         if twin is not None:
             self.twins_in_a_row += 1
             raise self._twin(trial, twin)
         self.twins_in_a_row = 0
-        earlier = _same_configuration(trial, config)
+        earlier = _same_configuration(trial, config, trials)
         if earlier is not None:
             if _from_another_process(earlier, trial):
                 trial.study.sampler.reseed_rng()  # a twin that was faster: go apart now
             return self._repeat(trial, earlier)
         data = load_data(config, self.device)  # cached per worker process
+        reports = EpochReports(trial, trials)
+        try:
+            return self._train(config, data, reports)
+        finally:
+            reports.flush()  # however the trial ends, what it reported is stored before it ends
+
+    def _train(self, config: TrainConfig, data, reports: EpochReports) -> float | list[float]:
         history: list[dict] = []
         try:
-            train(config, data, self.device, on_epoch=self._reporter(trial, history))
-        except optuna.TrialPruned:
-            trial.set_user_attr(ATTR_HISTORY, history)
-            raise
+            train(config, data, self.device, on_epoch=self._reporter(reports, history))
         except Diverged as diverged:
-            history = [_json_safe(r) for r in diverged.history]
-            trial.set_user_attr(ATTR_HISTORY, history)
-            trial.set_user_attr(ATTR_CRITERIA, trial_criteria(diverged.history))
-            trial.set_user_attr(ATTR_REASON, "diverged")
+            reports.set_user_attr(ATTR_HISTORY, [_json_safe(r) for r in diverged.history])
+            reports.set_user_attr(ATTR_CRITERIA, trial_criteria(diverged.history))
+            reports.set_user_attr(ATTR_REASON, "diverged")
             raise optuna.TrialPruned(f"diverged: non-finite train loss at epoch {diverged.epoch}")
-        trial.set_user_attr(ATTR_HISTORY, history)
         criteria = trial_criteria(history)
-        trial.set_user_attr(ATTR_CRITERIA, criteria)
-        self._eliminate(trial, criteria)
+        reports.set_user_attr(ATTR_CRITERIA, criteria)
+        self._eliminate(reports, criteria)
         # A metric the history never reports (a hook without val_acc) is an error, not NaN.
         values = [require_metric(name, history) for name in self.spec.objective.metrics]
         return values[0] if len(values) == 1 else values
@@ -251,33 +252,28 @@ class StudyObjective:
         trial.set_user_attr(ATTR_CRITERIA, earlier.user_attrs.get(ATTR_CRITERIA, {}))
         return earlier.values[0] if len(earlier.values) == 1 else list(earlier.values)
 
-    def _eliminate(self, trial: optuna.trial.Trial, criteria: Mapping[str, Any]) -> None:
+    def _eliminate(self, reports: EpochReports, criteria: Mapping[str, Any]) -> None:
         """PROTOCOL.md's eliminatory criteria: prune the trial with the verdict as reason."""
         verdict = criteria.get("lr_verdict")
         if verdict is not None and verdict in self.spec.eliminate:
-            trial.set_user_attr(ATTR_REASON, verdict)
+            reports.set_user_attr(ATTR_REASON, verdict)
             raise optuna.TrialPruned(f"eliminated: {verdict}")
 
-    def _reporter(self, trial: optuna.trial.Trial, history: list[dict]):
+    def _reporter(self, reports: EpochReports, history: list[dict]):
         metrics = self.spec.objective.metrics
         single = len(metrics) == 1  # Optuna cannot prune multi-objective trials
-        # should_prune reads the trial back from storage: skip it when nothing can prune.
         prunable = single and self.spec.pruner.name != "none"
-        flushed = -math.inf  # the first epoch is written at once: the trial shows as started
 
         def on_epoch(record: dict) -> None:
-            nonlocal flushed
             interrupt.check()  # a user's fit hook or Lightning: the epoch is the safe point
             history.append(record)
-            if time.monotonic() - flushed >= HISTORY_FLUSH_S:
-                trial.set_user_attr(ATTR_HISTORY, history)
-                flushed = time.monotonic()
+            reports.set_user_attr(ATTR_HISTORY, history)  # written with the next flush
             if not single:
                 return
             epoch = int(record["epoch"])
-            trial.report(metric_value(metrics[0], history), epoch)
-            if prunable and trial.should_prune():
-                trial.set_user_attr(ATTR_REASON, f"pruned at epoch {epoch}")
+            reports.report(epoch, metric_value(metrics[0], history))
+            if prunable and reports.should_prune():
+                reports.set_user_attr(ATTR_REASON, f"pruned at epoch {epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         return on_epoch

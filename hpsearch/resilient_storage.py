@@ -24,6 +24,9 @@ from typing import Any, Callable
 
 import optuna
 import sqlalchemy
+from optuna.storages._rdb import models as _models
+from optuna.storages._rdb import storage as _rdb
+from optuna.trial import TrialState
 
 from hpsearch.errors import StorageError
 
@@ -46,7 +49,20 @@ RETRIED = (
     # public methods: without these a worker asking for its next trial, or the --jobs parent
     # reading progress, fails at the first blip (CI, stop 13).
     "_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
+    # hpsearch's own bulk calls (the class below).
+    "write_reports", "count_trials",
 )
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+CONNECTIONS_FIX = ("each worker holds 2 connections, a --jobs parent 2, the dashboard up to 2: "
+                   "run fewer workers, raise the server's max_connections, or put "
+                   "`hpsearch storage-proxy` between the workers and the server")
+
+
+def too_many_connections(text: str) -> bool:
+    """The server's, a database's or a role's connection limit reached."""
+    return "too many clients" in text or "too many connections" in text
 
 
 def is_transient(err: BaseException) -> bool:
@@ -109,16 +125,64 @@ def _gave_up(url: str, err: BaseException) -> StorageError:
     cause = err.__cause__ or err
     text = str(getattr(cause, "orig", None) or cause).strip().splitlines()
     url = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    return StorageError(
-        f"storage {url} unreachable for {RETRY_WINDOW_S:.0f} s: "
-        f"{text[0] if text else type(cause).__name__}; fix: check that the database server "
-        "is up, then rerun the same command (the trial left is failed by its heartbeat and "
-        "queued again)")
+    first = text[0] if text else type(cause).__name__
+    fix = (CONNECTIONS_FIX if too_many_connections(first) else
+           "check that the database server is up, then rerun the same command (the trial "
+           "left is failed by its heartbeat and queued again)")
+    return StorageError(f"storage {url} unreachable for {RETRY_WINDOW_S:.0f} s: {first}; "
+                        f"fix: {fix}")
+
+
+def _intermediate(trial_id: int, step: int, value: float) -> dict[str, Any]:
+    """A row of Optuna's intermediate-values table, stored as Optuna stores it (inf, NaN)."""
+    stored, kind = _models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+    return {"trial_id": trial_id, "step": step, "intermediate_value": stored,
+            "intermediate_value_type": kind}
 
 
 class ResilientRDBStorage(optuna.storages.RDBStorage):
-    """RDBStorage whose calls ride out a database restart (see the module's docstring)."""
+    """RDBStorage whose calls ride out a database restart (see the module's docstring), with
+    the two calls a training trial makes in bulk (hpsearch/reports.py): several epochs'
+    reports and attributes in one transaction, and trials counted by state in one number (has
+    any trial finished since the pruner last looked; how much of the budget is claimed)."""
+
+    def write_reports(self, trial_id: int, values: dict[int, float],
+                      user_attrs: dict[str, Any]) -> None:
+        """Intermediate values (step -> value, steps not stored yet) and user attributes of a
+        running trial, in one transaction: all of them are stored, or none (a blip retries
+        the whole; a retry after a commit that landed meets the steps' unique key and is
+        done). A step stored before falls back to Optuna's one-by-one upserts."""
+        try:
+            with _rdb._create_scoped_session(self.scoped_session) as session:
+                trial = _models.TrialModel.find_or_raise_by_id(trial_id, session)
+                self.check_trial_is_updatable(trial_id, trial.state)
+                if values:  # one executemany, not an ORM object (and a RETURNING) per row
+                    session.execute(sqlalchemy.insert(_models.TrialIntermediateValueModel),
+                                    [_intermediate(trial_id, s, v) for s, v in values.items()])
+                for key, value in user_attrs.items():
+                    self._set_trial_attr_without_commit(
+                        session, _models.TrialUserAttributeModel, trial_id, key, value)
+        except sqlalchemy.exc.IntegrityError:
+            with _rdb._create_scoped_session(self.scoped_session, True) as session:
+                for step, value in values.items():
+                    self._set_trial_intermediate_value_without_commit(session, trial_id, step,
+                                                                      value)
+                for key, value in user_attrs.items():
+                    self._set_trial_attr_without_commit(
+                        session, _models.TrialUserAttributeModel, trial_id, key, value)
+
+    def count_trials(self, study_id: int, states: tuple[TrialState, ...],
+                     number_below: int | None = None) -> int:
+        """How many trials of the study are in `states` (and numbered below `number_below`):
+        one number read instead of every trial with its history."""
+        trials = _models.TrialModel.__table__
+        count = (sqlalchemy.select(sqlalchemy.func.count()).select_from(trials)
+                 .where(trials.c.study_id == study_id, trials.c.state.in_(states)))
+        if number_below is not None:
+            count = count.where(trials.c.number < number_below)
+        with self.engine.connect() as connection:  # no ORM session: a third of the time
+            return connection.execute(count).scalar_one()
 
 
 for _name in RETRIED:
-    setattr(ResilientRDBStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
+    setattr(ResilientRDBStorage, _name, _retrying(getattr(ResilientRDBStorage, _name)))

@@ -32,7 +32,7 @@ from hpsearch.protocol.choice import ATTR_BASELINE, choose
 from hpsearch.protocol.edges import RunTrial, extend_at_edges
 from hpsearch.protocol.setup_phase import run_setup_phase
 from hpsearch.spec import StudySpec, find_study_file, load_study_spec
-from hpsearch.storage import fail_stale_trials, mask_url, resolve_storage_url
+from hpsearch.storage import GRACE_S, count_trials, fail_stale_trials, mask_url, resolve_storage_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A study whose trials crash this many times in a row stops: the cause is in the code or the
@@ -237,8 +237,8 @@ def _optimize(
     if _finished(study) < budget and not guard.stopped:
         objective.budget = budget  # each new trial claims a slot first (objective.py)
         try:
-            study.optimize(objective, callbacks=[guard],
-                           catch=_caught() + (OverBudget, TwinTrial), gc_after_trial=False)
+            while not _search_until_stopped(study, objective, guard, summary):
+                pass  # a trial was failed under this worker: the search goes on
         finally:
             objective.budget = None
     if guard.stopped:
@@ -247,6 +247,28 @@ def _optimize(
             f"{guard.last_error}; fix: correct the code there (the error is stored on each "
             f"failed trial; rerun with --debug for the whole traceback)"
         )
+
+
+def _search_until_stopped(study, objective, guard, summary: RunSummary) -> bool:
+    """Optuna's loop until the guard stops it (True). False when a live trial of this worker
+    was failed by another worker meanwhile (its heartbeat came late: a stalled disk, a
+    swapping machine; optuna#4234): Optuna's `tell` refuses the finished trial and would end
+    the run with a traceback; here the trial stays FAIL, a warning says so, the search goes
+    on and a new trial takes its slot."""
+    try:
+        study.optimize(objective, callbacks=[guard],
+                       catch=_caught() + (OverBudget, TwinTrial), gc_after_trial=False)
+        return True
+    except ValueError as err:
+        if not str(err).startswith("Cannot tell a ") or not objective.started:
+            raise
+        number = objective.started[-1]
+        if not study.get_trials(deepcopy=False)[number].state.is_finished():
+            raise
+        summary.warnings.append(
+            f"trial {number} was failed by another worker while it trained here (a heartbeat "
+            f"older than {GRACE_S} s); its result is dropped and a new trial took its slot")
+        return False
 
 
 def _caught() -> tuple[type[Exception], ...]:
@@ -305,7 +327,7 @@ class _BudgetGuard:
 
 def _claimed(study: optuna.Study) -> int:
     """Finished trials, and those running or queued (other workers': this one's is done)."""
-    return len(study.get_trials(deepcopy=False, states=CLAIMS))
+    return count_trials(study, CLAIMS)
 
 
 def _finished(study: optuna.Study) -> int:

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from hpsearch.errors import StorageError, UsageError
-from hpsearch.resilient_storage import ResilientRDBStorage, retry_transient
+from hpsearch.resilient_storage import (CONNECTIONS_FIX, ResilientRDBStorage, retry_transient,
+                                        too_many_connections)
 
 DEFAULT_STORAGE = "sqlite:///storage/hpsearch.db"
 STORAGE_ENV = "HPSEARCH_STORAGE"
+PROXY_SCHEME = "grpc://"  # `hpsearch storage-proxy` (storage_proxy.py)
 
 # A worker writes a heartbeat every HEARTBEAT_S seconds while a trial runs; a trial whose
 # heartbeat is older than GRACE_S (a killed worker, a lost machine) is marked FAIL by the next
@@ -31,6 +35,10 @@ GRACE_S = int(os.environ.get("HPSEARCH_GRACE_S", 120))
 SQLITE_LOCK_TIMEOUT_S = 60
 # PostgreSQL: fail fast (s) when the server is unreachable instead of hanging.
 PG_CONNECT_TIMEOUT_S = 10
+# Connections a process holds at most: its main thread and its heartbeat thread use one each,
+# one call at a time, so a third would only sit idle. A worker holds 2 and a --jobs parent 2,
+# so 32 workers and the dashboard fit a default server (max_connections 100, 3 reserved).
+PG_POOL = {"pool_size": 2, "max_overflow": 0, "pool_timeout": 120}
 # TCP keepalives find a connection whose server or network died (idle 30 s, then 3 probes
 # 10 s apart); the server ends any statement past 60 s (no query of ours takes a second).
 PG_CONNECT_ARGS = {
@@ -77,33 +85,65 @@ def storage_exists(url: str) -> bool:
 _REACHED: set[str] = set()
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+# A database server's storage, opened once per process (and URL): every open has its own
+# connection pool, and a --jobs parent opening it for each progress read held 8 connections.
+_SERVER_STORAGES: dict[tuple[int, str], ResilientRDBStorage] = {}
+
+
+def open_storage(url: str, connections: int | None = None) -> optuna.storages.BaseStorage:
     """Open (and create if needed) the RDB storage at `url`, or raise one clear StorageError.
 
     The first open in a process fails at once (a wrong URL, a server not started); a later
     one (the parent of --jobs workers reading progress, the summary after a run) retries a
     lost connection like every storage call does (resilient_storage.py)."""
     url = normalize_url(url)
+    if url.startswith(PROXY_SCHEME):
+        from hpsearch.storage_proxy import connect  # grpc is imported only for a proxy
+
+        return connect(url)
     path = sqlite_path(url)
+    server = _parse(url).get_backend_name() != "sqlite"
     if path is not None:
         _check_sqlite_file(path, url)
+    if server and (os.getpid(), url) in _SERVER_STORAGES:
+        return _SERVER_STORAGES[os.getpid(), url]
     try:
         if url in _REACHED:
-            return retry_transient(lambda: _create(url, path), url)
-        storage = _create(url, path)
+            return retry_transient(lambda: _create(url, path, connections), url)
+        storage = _create(url, path, connections)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
             ImportError, RuntimeError) as err:
         raise _open_error(url, err) from None
     _REACHED.add(url)
+    if server:
+        _SERVER_STORAGES[os.getpid(), url] = storage
     return storage
 
 
-def _create(url: str, path: Path | None) -> optuna.storages.RDBStorage:
+# Workers starting together on an empty database each create Optuna's tables, and all but one
+# fail on the catalog's unique keys (optuna#1092): the losers try again, and find the tables.
+SCHEMA_ATTEMPTS = 5
+
+
+def _create(url: str, path: Path | None, connections: int | None) -> ResilientRDBStorage:
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            return _create_once(url, path, connections)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+            text = _first_line(err)
+            if attempt == SCHEMA_ATTEMPTS or not ("duplicate key" in text
+                                                   or "already exists" in text):
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _create_once(url: str, path: Path | None, connections: int | None) -> ResilientRDBStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = ResilientRDBStorage(
             url,
-            engine_kwargs=_engine_kwargs(url),
+            engine_kwargs=_engine_kwargs(url, connections),
             heartbeat_interval=HEARTBEAT_S,
             grace_period=GRACE_S,
             # A trial lost with its worker is queued again once, with the same parameters.
@@ -135,6 +175,8 @@ def _open_error(url: str, err: BaseException) -> StorageError:
                f"or CREATE DATABASE {parsed.database}) or name an existing one")
     elif _damaged(text):
         fix = DAMAGED_FIX
+    elif too_many_connections(text):
+        fix = CONNECTIONS_FIX
     else:
         fix = f"start the database server or pass a reachable --storage URL (or set {STORAGE_ENV})"
     return StorageError(f"cannot open storage {mask_url(url)}: {text}; fix: {fix}")
@@ -179,12 +221,15 @@ def _sqlite_pragmas(connection, record) -> None:
     cursor.close()
 
 
-def _engine_kwargs(url: str) -> dict:
+def _engine_kwargs(url: str, connections: int | None = None) -> dict:
     backend = _parse(url).get_backend_name()
     if backend == "sqlite":
         return {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}}
     if backend == "postgresql":
-        return {"pool_pre_ping": True, "connect_args": dict(PG_CONNECT_ARGS)}
+        # Named by process in pg_stat_activity: an operator sees which worker holds what.
+        connect_args = {**PG_CONNECT_ARGS, "application_name": f"hpsearch pid {os.getpid()}"}
+        pool = {**PG_POOL, "pool_size": connections} if connections else PG_POOL
+        return {"pool_pre_ping": True, "connect_args": connect_args, **pool}
     return {}
 
 
@@ -202,6 +247,17 @@ def _parse(url: str) -> sqlalchemy.engine.URL:
 def _first_line(err: BaseException) -> str:
     text = str(getattr(err, "orig", None) or err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def count_trials(study: optuna.Study, states: tuple[TrialState, ...],
+                 number_below: int | None = None) -> int:
+    """How many of the study's trials are in `states` (and numbered below `number_below`),
+    read as one number where the storage can (ours), else from every trial."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if isinstance(backend, ResilientRDBStorage):
+        return backend.count_trials(study._study_id, states, number_below)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=states)
+               if number_below is None or t.number < number_below)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -240,6 +296,8 @@ def storage_failure(err: BaseException) -> StorageError:
     text = _first_line(cause)
     if _damaged(text):
         fix = DAMAGED_FIX
+    elif too_many_connections(text):
+        fix = CONNECTIONS_FIX
     elif "readonly" in text or "read-only" in text:
         fix = "make the database file and its folder writable, or pass another --storage"
     else:

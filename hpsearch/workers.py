@@ -71,7 +71,10 @@ def run_workers(
     stopped = any(r.exit_code == interrupt.EXIT_INTERRUPTED for r in results)
     if interrupt.requested() or stopped:
         raise _interrupted(first.study_name, run_kwargs.get("storage"), processes, results)
-    _fail_trials_of(first.study_name, run_kwargs.get("storage"), _dead(processes, results), budget)
+    dead = _dead(processes, results)
+    _fail_trials_of(first.study_name, run_kwargs.get("storage"), dead, budget)
+    if dead:  # the others may have stopped before the dead one's trial was queued again
+        _finish_budget(study, run_kwargs, overrides, next(r.device for r in results if r.died))
     summary = _summary(study, run_kwargs, overrides, results, budget)
     summary.finished_before = first.finished_before
     summary.budget = budget or summary.budget
@@ -228,6 +231,13 @@ def _fail_trials_of(name: str, storage, dead, budget: int | None = None) -> list
 
 def _dead(processes, results) -> list:
     return [p for p, r in zip(processes, results) if r.died]
+
+
+def _finish_budget(study, run_kwargs, overrides, device: str) -> None:
+    """Run, in this process, what a killed worker left of the budget (its trial, queued
+    again): the other workers stop as soon as every slot is claimed, and the dead worker's
+    slot was still claimed, RUNNING, when they looked."""
+    run_study(study, **run_kwargs, overrides={**overrides, "device": device})
 
 
 def _trials_of(study: optuna.Study, processes) -> list:

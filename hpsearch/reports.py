@@ -1,0 +1,137 @@
+"""What a trial writes while it trains: each epoch's report, batched, and pruning decided here.
+
+Through Optuna's own calls an epoch costs a SQL write (`trial.report`) and two reads
+(`should_prune` reads the trial back, then the pruner reads every trial of the study): about
+8 ms an epoch on SQLite (benchmarks/trial_overhead.py), more than a GPU epoch of a small model.
+Here:
+
+- Batched: reports and the history are kept in memory and written together, in one
+  transaction, at most every FLUSH_S and whenever the trial ends (pruned, finished, failed,
+  interrupted). The dashboard's curves are at most FLUSH_S behind. A worker that dies loses
+  what it had not flushed: at most FLUSH_S of a trial that is failed and queued again anyway.
+- Pruned here, on the same information: the pruner gets this trial as it is in memory (every
+  epoch reported so far) and the study's finished trials. Finished trials never change, so
+  they are read again only when their count changed (one `count(*)` at most every REFRESH_S,
+  not a read of every trial's history each epoch). This holds for the pruners that read nothing but this trial and the
+  finished ones (LOCAL_PRUNERS). Successive halving and Hyperband store their rungs on the
+  trial as they go: for them each epoch is flushed and Optuna's `should_prune` decides.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch.resilient_storage import FINISHED, ResilientRDBStorage
+from hpsearch.storage import count_trials
+
+# Longest time (s) a report waits in memory: how far the dashboard's live curve lags.
+FLUSH_S = 2.0
+# How often (s) at most the pruner looks for trials finished since it last looked. Counting
+# them costs ~0.3-1 ms on SQLite, as much as a small model's epoch; a trial another worker
+# finished less than this ago counts from the next look, as if it had finished that much
+# later (the race any two workers run anyway). Epochs longer than this see every one.
+REFRESH_S = 0.5
+
+# Pruners whose decision reads only the trial itself and the study's finished trials.
+LOCAL_PRUNERS = (optuna.pruners.MedianPruner, optuna.pruners.PercentilePruner,
+                 optuna.pruners.ThresholdPruner, optuna.pruners.NopPruner)
+
+
+class EpochReports:
+    """One running trial's per-epoch reports (intermediate values) and user attributes,
+    written in bulk; `should_prune` on what is in memory."""
+
+    def __init__(self, trial: optuna.trial.Trial, trials: list[FrozenTrial] | None = None,
+                 flush_s: float = FLUSH_S):
+        """`trials`: the study's trials as just read (the finished ones seed the pruner's)."""
+        self.trial = trial
+        self.flush_s = flush_s
+        self.values: dict[int, float] = {}  # every step reported, flushed or not
+        self._unflushed: dict[int, float] = {}
+        self._attrs: dict[str, Any] = {}
+        # The first epoch is written at once: the dashboard (and `hpsearch status`) shows the
+        # trial training with its first point, however short the trial.
+        self._flushed_at = -math.inf
+        backend = getattr(trial.study._storage, "_backend", trial.study._storage)
+        self._bulk = backend if isinstance(backend, ResilientRDBStorage) else None
+        self._local = isinstance(trial.study.pruner, LOCAL_PRUNERS)
+        self._finished = _FinishedTrials(trial.study, trials)
+
+    def report(self, step: int, value: float) -> None:
+        self.values[step] = self._unflushed[step] = float(value)
+        if not self._local or time.monotonic() - self._flushed_at >= self.flush_s:
+            self.flush()
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Written with the next flush (the trial's history, updated every epoch)."""
+        self._attrs[key] = value
+
+    def flush(self) -> None:
+        if self._unflushed or self._attrs:
+            self._write(self._unflushed, self._attrs)
+            self._unflushed, self._attrs = {}, {}
+        self._flushed_at = time.monotonic()
+
+    def should_prune(self) -> bool:
+        if not self._local:
+            return self.trial.should_prune()  # every report is flushed for these pruners
+        return self.trial.study.pruner.prune(self._finished.view(), self._frozen())
+
+    def _write(self, values: dict[int, float], attrs: dict[str, Any]) -> None:
+        trial_id = self.trial._trial_id
+        if self._bulk is not None:
+            self._bulk.write_reports(trial_id, values, attrs)
+            return
+        storage = self.trial.study._storage  # another back end (in memory, a proxy): one by one
+        for step, value in values.items():
+            storage.set_trial_intermediate_value(trial_id, step, value)
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+
+    def _frozen(self) -> FrozenTrial:
+        """This trial as the pruner would read it back from storage once flushed."""
+        trial = self.trial
+        return FrozenTrial(
+            number=trial.number, trial_id=trial._trial_id, state=TrialState.RUNNING,
+            value=None, values=None, datetime_start=trial.datetime_start or datetime.datetime.now(),
+            datetime_complete=None, params=dict(trial.params),
+            distributions=dict(trial.distributions), user_attrs={}, system_attrs={},
+            intermediate_values=dict(self.values))
+
+
+class _FinishedTrials:
+    """The study's finished trials for the pruner, read again only when their count changed."""
+
+    def __init__(self, study: optuna.Study, trials: list[FrozenTrial] | None = None):
+        self.study = study
+        self._trials = [t for t in trials or [] if t.state in FINISHED]
+        self._count: int | None = len(self._trials) if trials is not None else None
+        self._looked_at = -math.inf
+
+    def view(self) -> "_PrunerStudy":
+        if time.monotonic() - self._looked_at >= REFRESH_S:
+            self._looked_at = time.monotonic()
+            count = count_trials(self.study, FINISHED)
+            if count != self._count:
+                self._trials = self.study.get_trials(deepcopy=False, states=FINISHED)
+                self._count = count
+        return _PrunerStudy(self.study, self._trials)
+
+
+class _PrunerStudy:
+    """The study as a LOCAL_PRUNERS pruner sees it: its finished trials as last read."""
+
+    def __init__(self, study: optuna.Study, finished: list[FrozenTrial]):
+        self._study, self._finished = study, finished
+        self.direction = study.direction
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        if states is None or not set(states) <= set(FINISHED):
+            return self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in self._finished if t.state in states]

@@ -1,0 +1,55 @@
+"""One process between many workers and a database server: Optuna's gRPC storage proxy.
+
+Past ~30 workers a PostgreSQL server with the default 100 connections is full (each worker
+holds 2, storage.PG_POOL). `hpsearch storage-proxy --storage postgresql://...` serves the
+storage over gRPC from one process holding PROXY_CONNECTIONS connections; workers are given
+`--storage grpc://HOST:PORT` and hold none. Optuna's gRPC protocol has no heartbeat: a
+worker killed on another machine leaves its trial RUNNING until failed by hand (`hpsearch run
+--jobs` still fails its own dead workers' trials at once).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import optuna
+
+from hpsearch.errors import StorageError, UsageError
+from hpsearch.storage import mask_url, open_storage
+
+# Threads serving calls, one database connection each: what the server gives the proxy.
+PROXY_CONNECTIONS = 8
+DEFAULT_PORT = 13000
+READY_TIMEOUT_S = 10  # a worker waits this long (s) for the proxy to answer
+
+
+def serve(url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          connections: int = PROXY_CONNECTIONS) -> None:
+    """Serve the storage at `url` on host:port until interrupted (blocks)."""
+    storage = open_storage(url, connections=connections)
+    print(f"serving {mask_url(url)} on grpc://{host}:{port} with {connections} database "
+          "connections; workers: --storage grpc://HOST:PORT", flush=True)
+    try:
+        optuna.storages.run_grpc_proxy_server(
+            storage, host=host, port=port, thread_pool=ThreadPoolExecutor(connections))
+    except RuntimeError as err:  # grpc: the port is taken
+        raise UsageError(f"--port: cannot serve on {host}:{port} ({err}); fix: pick a free "
+                         "port") from None
+
+
+def connect(url: str) -> optuna.storages.BaseStorage:
+    """A client of the proxy at grpc://HOST:PORT, or one StorageError within seconds."""
+    address = url.split("://", 1)[1].rstrip("/")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--storage: {url!r} is no proxy address; fix: grpc://HOST:PORT, "
+                         f"e.g. grpc://127.0.0.1:{DEFAULT_PORT}")
+    proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    try:
+        proxy.wait_server_ready(timeout=READY_TIMEOUT_S)
+    except Exception:  # grpc.FutureTimeoutError and friends
+        raise StorageError(f"cannot reach the storage proxy at {host}:{port} within "
+                           f"{READY_TIMEOUT_S} s; fix: start it (`hpsearch storage-proxy "
+                           f"--storage URL --port {port}`) on that host, or check the address"
+                           ) from None
+    return proxy

@@ -1,0 +1,111 @@
+"""Workers that meet each other: a live trial failed by another's heartbeat check, four
+SQLite workers over a long study, and many workers creating an empty PostgreSQL schema."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+# A fit hook that, at its trial's second epoch, fails its own trial from outside: what
+# another worker's stale-heartbeat check does to a live trial whose heartbeat came late.
+FAILED_FROM_OUTSIDE = '''\
+import os, pathlib
+import optuna
+from optuna.trial import TrialState
+
+def fit(config, data, device, report):
+    marker = pathlib.Path(os.environ["MARKER"])
+    for epoch in range(1, config.epochs + 1):
+        if epoch == 2 and not marker.exists():
+            marker.write_text("failed once")
+            storage = optuna.storages.RDBStorage(os.environ["URL"])
+            study = optuna.load_study(study_name="hb", storage=storage)
+            for trial in study.get_trials(states=(TrialState.RUNNING,)):
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        report(epoch, train_loss=1.0 / epoch, val_loss=1.0 / epoch, val_acc=0.5 + epoch / 100)
+
+fit.honours = ["lr"]
+'''
+
+QUICK_FIT = '''\
+def fit(config, data, device, report):
+    for epoch in range(1, config.epochs + 1):
+        report(epoch, train_loss=1.0 / epoch, val_loss=1.0 / epoch, val_acc=config.lr)
+
+fit.honours = ["lr"]
+'''
+
+STUDY = """\
+base: {{dataset: digits, epochs: {epochs}, fit: "{module}:fit"}}
+objective: {{metric: val_acc}}
+sampler: {{name: random, seed: 0}}
+pruner: {{name: median}}
+trials: {trials}
+space:
+  lr: {{type: float, low: 1e-4, high: 1e-2, log: true}}
+"""
+
+
+def _hpsearch(args, tmp_path, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpsearch", *args], capture_output=True,
+                          text=True, timeout=900, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path), **(env or {})})
+
+
+def test_a_live_trial_failed_by_another_worker_does_not_crash_its_worker(tmp_path):
+    (tmp_path / "outside.py").write_text(FAILED_FROM_OUTSIDE)
+    (tmp_path / "hb.yaml").write_text(STUDY.format(epochs=5, module="outside", trials=3))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = _hpsearch(["run", "--study", "hb.yaml", "--storage", url], tmp_path,
+                       {"MARKER": str(tmp_path / "marker"), "URL": url})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "warning: trial 0 was failed by another worker while it trained here" in result.stdout
+    trials = optuna.load_study(study_name="hb", storage=url).get_trials()
+    assert trials[0].state == TrialState.FAIL  # stays as the other worker left it
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3  # its slot was refilled
+
+
+def test_four_sqlite_workers_over_200_trials_never_meet_a_locked_database(tmp_path):
+    (tmp_path / "quick.py").write_text(QUICK_FIT)
+    (tmp_path / "long.yaml").write_text(STUDY.format(epochs=10, module="quick", trials=200))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = _hpsearch(["run", "--study", "long.yaml", "--storage", url, "--jobs", "4",
+                        "--devices", "cpu"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "locked" not in result.stderr + result.stdout
+    trials = optuna.load_study(study_name="long", storage=url).get_trials()
+    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(counted) == 200
+    assert not any(t.state == TrialState.FAIL and not t.user_attrs.get("over_budget")
+                   and not t.user_attrs.get("twin_of") for t in trials)
+    assert len({t.user_attrs["worker"] for t in counted}) == 4
+
+
+def _open(url, results):
+    from hpsearch.storage import open_storage
+
+    try:
+        open_storage(url).get_all_studies()
+        results.put("ok")
+    except Exception as err:  # noqa: BLE001 - what a racing worker met, reported back
+        results.put(f"{type(err).__name__}: {err}")
+
+
+@pytest.mark.postgres
+def test_workers_opening_an_empty_postgresql_at_once_do_not_race_on_the_schema(postgres_url):
+    """optuna#1092: each worker creates Optuna's tables when it finds none."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_open, args=(postgres_url, results)) for _ in range(8)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert sorted(results.get(timeout=10) for _ in processes) == ["ok"] * 8

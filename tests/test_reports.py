@@ -1,0 +1,112 @@
+"""Batched epoch reports (hpsearch/reports.py): fewer writes, the same pruning decisions."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+import sqlalchemy
+
+from hpsearch import reports as reports_module
+from hpsearch.reports import EpochReports
+from hpsearch.storage import open_storage
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return open_storage(f"sqlite:///{tmp_path / 'reports.db'}")
+
+
+def _finished_study(storage, pruner, curves):
+    study = optuna.create_study(storage=storage, pruner=pruner, direction="maximize")
+    for curve in curves:
+        trial = study.ask()
+        for step, value in enumerate(curve, start=1):
+            trial.report(value, step)
+        study.tell(trial, curve[-1])
+    return study
+
+
+@pytest.mark.parametrize("pruner", [
+    optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    optuna.pruners.PercentilePruner(25.0, n_startup_trials=1),
+    optuna.pruners.ThresholdPruner(lower=0.3),
+], ids=["median", "percentile", "threshold"])
+def test_pruning_in_memory_decides_as_optuna_does(storage, pruner):
+    """For each epoch of many curves: the decision on the trial as held in memory equals
+    Optuna's own `should_prune` on the trial reported to storage."""
+    rng = random.Random(0)
+    curves = [[rng.random() for _ in range(8)] for _ in range(6)]
+    study = _finished_study(storage, pruner, curves)
+    disagreements, decisions = [], 0
+    for _ in range(20):
+        ours, theirs = study.ask(), study.ask()
+        batched = EpochReports(ours)
+        for step in range(1, 9):
+            value = rng.random()
+            batched.report(step, value)
+            theirs.report(value, step)
+            decisions += 1
+            if batched.should_prune() != theirs.should_prune():
+                disagreements.append((ours.number, step))
+        batched.flush()
+        study.tell(ours, state=optuna.trial.TrialState.FAIL)
+        study.tell(theirs, state=optuna.trial.TrialState.FAIL)
+    assert decisions == 160 and disagreements == []
+
+
+def test_reports_are_written_in_batches_and_all_by_the_end(storage, monkeypatch):
+    study = optuna.create_study(storage=storage, direction="maximize")
+    trial = study.ask()
+    inserts = []
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
+                            lambda *args: inserts.append(args[2])
+                            if args[2].startswith("INSERT INTO trial_intermediate_values") else None)
+    reports = EpochReports(trial, flush_s=3600)
+    for step in range(1, 21):  # as the objective does: the history, then the report
+        reports.set_user_attr("history", [{"epoch": e} for e in range(1, step + 1)])
+        reports.report(step, step / 20)
+    stored = study._storage.get_trial(trial._trial_id)
+    assert stored.intermediate_values == {1: 0.05}  # the first epoch at once, the rest held
+    assert len(stored.user_attrs["history"]) == 1
+    reports.flush()
+    stored = study._storage.get_trial(trial._trial_id)
+    assert stored.intermediate_values == {s: s / 20 for s in range(1, 21)}
+    assert len(stored.user_attrs["history"]) == 20
+    assert len(inserts) <= 2  # two flushes: one INSERT statement each (executemany)
+
+
+def test_a_pruner_that_keeps_state_on_the_trial_sees_every_report_stored(storage):
+    """Successive halving stores its rungs on the trial: each report is flushed at once and
+    Optuna decides."""
+    study = optuna.create_study(storage=storage, direction="maximize",
+                                pruner=optuna.pruners.SuccessiveHalvingPruner())
+    trial = study.ask()
+    reports = EpochReports(trial, flush_s=3600)
+    for step in range(1, 4):
+        reports.report(step, 0.5)
+        reports.should_prune()
+        assert max(study._storage.get_trial(trial._trial_id).intermediate_values) == step
+
+
+def test_finished_trials_are_read_again_only_when_their_count_changes(storage, monkeypatch):
+    monkeypatch.setattr(reports_module, "REFRESH_S", 0.0)
+    study = _finished_study(storage, optuna.pruners.MedianPruner(n_startup_trials=1),
+                            [[0.9, 0.9], [0.8, 0.8]])
+    trial = study.ask()
+    reads = []
+    original = study.get_trials
+    monkeypatch.setattr(study, "get_trials", lambda *a, **k: reads.append(1) or original(*a, **k))
+    reports = EpochReports(trial)
+    for step in (1, 2, 3):
+        reports.report(step, 0.1)
+        reports.should_prune()
+    assert len(reads) == 1  # the first look; the count stayed 2
+    another = study.ask()  # another worker's trial finishes
+    for step in range(1, 5):
+        another.report(0.7, step)
+    study.tell(another, 0.7)
+    reports.report(4, 0.1)
+    assert reports.should_prune()  # 0.1 is below the median of the finished trials
+    assert len(reads) == 2

@@ -1,0 +1,92 @@
+"""`hpsearch storage-proxy`: many workers share one PostgreSQL through one process."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+STUDY = """\
+base: {dataset: digits, epochs: 6, batch_size: 64, width: 32}
+objective: {metric: val_acc}
+sampler: {name: random, seed: 0}
+pruner: {name: median, n_warmup_steps: 1}
+trials: 6
+space:
+  lr: {type: float, low: 1e-4, high: 1e-2, log: true}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _hpsearch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpsearch", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def proxy(postgres_url):
+    """(grpc URL, proxy process) serving a fresh PostgreSQL database."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "storage-proxy", "--storage", postgres_url,
+         "--port", str(port), "--connections", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # printed once the storage is open
+        assert "serving postgresql+psycopg://hpsearch_test:***@" in line, process.stderr.read()
+        yield f"grpc://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.postgres
+def test_workers_through_the_proxy_share_the_budget_and_hold_no_connection(
+        proxy, postgres_url, write_study):
+    url, server = proxy
+    path = write_study("proxied", STUDY)
+    result = _hpsearch("run", "--study", str(path), "--storage", url, "--jobs", "3",
+                       "--devices", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        holders = {name for (name,) in connection.exec_driver_sql(
+            "SELECT DISTINCT application_name FROM pg_stat_activity WHERE datname = "
+            "current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'")}
+    engine.dispose()
+    assert holders == {f"hpsearch pid {server.pid}"}  # only the proxy talks to the server
+    trials = optuna.load_study(study_name="proxied", storage=postgres_url).get_trials()
+    trained = [t for t in trials if not t.user_attrs.get("over_budget")]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trained) == 6
+    assert len({t.user_attrs["worker"] for t in trained}) >= 2  # several workers trained
+    assert all(len(t.user_attrs["history"]) == max(t.intermediate_values) for t in trained)
+
+
+def test_an_unreachable_proxy_is_one_line_within_seconds(write_study):
+    path = write_study("proxied", STUDY)
+    start = time.monotonic()
+    result = _hpsearch("run", "--study", str(path), "--storage", f"grpc://127.0.0.1:{_free_port()}",
+                       timeout=120)
+    assert time.monotonic() - start < 30
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: cannot reach the storage proxy at 127.0.0.1:")
+    assert "hpsearch storage-proxy --storage URL" in result.stderr
+
+
+def test_a_proxy_address_without_a_port_is_refused(write_study):
+    result = _hpsearch("run", "--study", str(write_study("proxied", STUDY)), "--storage",
+                       "grpc://127.0.0.1", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "is no proxy address; fix: grpc://HOST:PORT" in result.stderr
