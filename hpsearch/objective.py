@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,41 @@ def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):
     assert lines[1].startswith("train() alone") and lines[1].endswith("s/trial")
     assert lines[2].startswith("run_study (Optuna, storage)")
     assert lines[3].startswith("overhead: ")
+
+
+def _storage_rows(*args: str) -> list[list[str]]:
+    """The benchmark run as a script: its workers are spawned processes that import it."""
+    printed = subprocess.run([sys.executable, str(REPO / "benchmarks" / "storage_overhead.py"),
+                              *args], capture_output=True, text=True, check=True,
+                             timeout=600).stdout
+    return [line.split() for line in printed.splitlines()[2:] if line.strip()]
+
+
+def test_storage_overhead_prints_both_arms_side_by_side_on_sqlite():
+    rows = _storage_rows("--trials-per-worker", "3", "--epochs", "3", "--workers", "1", "2",
+                         "--postgres", "")
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("SQLite", "1", "plain"), ("SQLite", "1", "hpsearch"),
+        ("SQLite", "2", "plain"), ("SQLite", "2", "hpsearch")]
+    for row in rows:
+        assert float(row[3]) > 0 and float(row[5]) > 0  # ms/trial and trials/s measured
+    assert all(float(r[6]) > 0 for r in rows if r[2] == "hpsearch")  # the ratio
+
+
+@pytest.mark.postgres
+def test_storage_overhead_runs_postgresql_rows_in_databases_of_their_own():
+    import sqlalchemy
+
+    from tests.conftest import postgres_admin_url
+
+    admin = postgres_admin_url()
+    rows = _storage_rows("--trials-per-worker", "2", "--epochs", "2", "--workers", "1",
+                         "--postgres-workers", "2", "--postgres", admin)
+    assert [(r[0], r[1], r[2]) for r in rows][2:] == [("PostgreSQL", "2", "plain"),
+                                                     ("PostgreSQL", "2", "hpsearch")]
+    engine = sqlalchemy.create_engine(admin)
+    with engine.connect() as connection:  # each row's database was dropped
+        left = connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_database WHERE starts_with(datname, 'hpsearch_bench_')").scalar()
+    engine.dispose()
+    assert left == 0
