@@ -170,7 +170,7 @@ def check_task(spec: StudySpec, config: TrainConfig, data: Any) -> None:
     """A study whose objective or selection reads accuracy cannot run on a task without it."""
     if _has_accuracy(config, data) is not False:
         return
-    names = [(f"objective.metric", m) for m in spec.objective.metrics]
+    names = [("objective.metric", m) for m in spec.objective.metrics]
     names += [(f"selection.{i}.criterion", s.criterion) for i, s in enumerate(spec.selection)]
     for where, metric in names:
         if METRICS[metric].needs_accuracy:

@@ -105,13 +105,15 @@ def cli() -> None:
 @tag_option
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Parallel worker processes sharing the budget.")
 @click.option("--devices", help="Comma-separated devices for the workers, round-robin (e.g. cuda:0,cuda:1).")
+@click.option("--retries", type=click.IntRange(min=0, max=100), default=0, show_default=True, help="Queue a trial that raises again, same parameters, up to N times.")
 @studies_dir_option
 @reports_errors
-def run(study, trials, storage, settings, device, data_dir, name, tag, jobs, devices, studies_dir) -> None:
+def run(study, trials, storage, settings, device, data_dir, name, tag, jobs, devices, retries, studies_dir) -> None:
     """Run (or resume) a study until it has its budget of trials."""
     overrides = _overrides(settings, device, data_dir)
     interrupt.install()  # Ctrl-C or SIGTERM: the trial fails cleanly at its next batch
-    common = dict(trials=trials, storage=storage, name=name, studies_dir=studies_dir, tag=tag)
+    common = dict(trials=trials, storage=storage, name=name, studies_dir=studies_dir, tag=tag,
+                  retries=retries)
     with console.ProgressObserver() as progress:
         if jobs == 1 and not devices:
             summary = runner.run_study(study, overrides=overrides, observer=progress, **common)

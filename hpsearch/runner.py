@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch import interrupt
 from hpsearch.errors import TrainingError
 from hpsearch.objective import (
+    ATTR_ERROR_SITE,
     ATTR_OVER_BUDGET,
     ATTR_TWIN,
     CLAIMS,
@@ -32,7 +33,8 @@ from hpsearch.protocol.choice import ATTR_BASELINE, choose
 from hpsearch.protocol.edges import RunTrial, extend_at_edges
 from hpsearch.protocol.setup_phase import run_setup_phase
 from hpsearch.spec import StudySpec, find_study_file, load_study_spec
-from hpsearch.storage import GRACE_S, count_trials, fail_stale_trials, mask_url, resolve_storage_url
+from hpsearch.storage import (GRACE_S, count_trials, fail_stale_trials, mask_url, queue_retry,
+                              resolve_storage_url)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A study whose trials crash this many times in a row stops: the cause is in the code or the
@@ -93,6 +95,7 @@ def run_study(
     observer: RunObserver | None = None,
     tag: str | None = None,
     worker: int = 0,
+    retries: int = 0,
 ) -> RunSummary:
     """Run study `study` until it has `trials` COMPLETE or PRUNED trials (default: the file's).
 
@@ -100,6 +103,7 @@ def run_study(
     set) is checked before storage is written, so a bad request stores nothing. A phase whose
     precondition fails on what it inherits is skipped, the reason stored on its study. At the
     end the phase's choice (PROTOCOL.md's criteria, not only Optuna's best) is stored too.
+    A trial that raises is queued again with the same parameters up to `retries` times.
     """
     spec = resolve_spec(study, studies_dir)
     url = resolve_storage_url(storage)
@@ -119,22 +123,22 @@ def run_study(
         summary.skipped = skip
         return summary
     try:
-        _search(optuna_study, prepared.objective, spec, budget, summary, observer)
+        _search(optuna_study, prepared.objective, spec, budget, summary, observer, retries)
     except (KeyboardInterrupt, interrupt.StopRequested):
         raise _interrupted(optuna_study, prepared.objective.started) from None
     summary.counts = _state_counts(optuna_study)
     return summary
 
 
-def _search(study, objective, spec, budget, summary, observer) -> None:
+def _search(study, objective, spec, budget, summary, observer, retries: int = 0) -> None:
     """The phase's trials (its setup checks first), then its choice, extended at the grid's
     edges."""
     if spec.phase == "setup":
         run_setup_phase(study, objective)
     started = not summary.nothing_to_do
     if started:
-        _optimize(study, objective, spec.baseline, budget, summary, observer)
-    run = _fixed_trials(study, objective, budget, summary, observer, started)
+        _optimize(study, objective, spec.baseline, budget, summary, observer, retries)
+    run = _fixed_trials(study, objective, budget, summary, observer, started, retries)
     summary.choice = extend_at_edges(study, spec, choose(study, spec), run)
 
 
@@ -173,13 +177,14 @@ def _fixed_trials(
     summary: RunSummary,
     observer: RunObserver | None,
     started: bool,
+    retries: int,
 ) -> RunTrial | None:
     """How a grid's edge extension runs a trial at fixed params: like the baseline. None
     under a zero budget (`--trials 0`, the workers' checking and summary passes run nothing).
     """
     if budget == 0:
         return None
-    guard = _BudgetGuard(budget, summary, observer)
+    guard = _BudgetGuard(budget, summary, observer, retries)
 
     def run(params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
         nonlocal started
@@ -228,10 +233,11 @@ def _optimize(
     budget: int,
     summary: RunSummary,
     observer: RunObserver | None,
+    retries: int,
 ) -> None:
     if observer is not None:
         observer.on_start(study, budget, summary.finished_before)
-    guard = _BudgetGuard(budget, summary, observer)
+    guard = _BudgetGuard(budget, summary, observer, retries)
     if baseline:
         _run_baseline(study, objective, guard)
     if _finished(study) < budget and not guard.stopped:
@@ -279,11 +285,15 @@ def _caught() -> tuple[type[Exception], ...]:
 
 @dataclass
 class _BudgetGuard:
-    """Optuna callback: stop at the budget, or after repeated crashes; feed the observer."""
+    """Optuna callback: stop at the budget, or after repeated crashes; feed the observer;
+    queue a crashed trial again while it has retries left (--retries: a transient failure,
+    CUDA out of memory while another process held the GPU). A crash counts towards stopping
+    the study only once its retries are spent."""
 
     budget: int
     summary: RunSummary
     observer: RunObserver | None
+    retries: int = 0
     consecutive_failures: int = 0
     last_error: str = ""
     sites: list[str] = field(default_factory=list)  # where each failure of the run happened
@@ -308,12 +318,19 @@ class _BudgetGuard:
         if trial.user_attrs.get(ATTR_TWIN) is not None:
             return  # not a failure of the code: the next trial samples apart
         self.summary.new_trials.append(trial.number)
-        self._count_failure(trial)
+        retried = self._retried(study, trial)
+        if not retried:
+            self._count_failure(trial)
         if self.observer is not None:
             self.observer.on_trial(study, trial)
-        if _claimed(study) >= self.budget or self.stopped:
+        if not retried and (_claimed(study) >= self.budget or self.stopped):
             study.stop()  # the trials still running elsewhere finish the budget
         interrupt.check()  # the trial is stored in full: a stop request ends the run here
+
+    def _retried(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """The trial crashed and is queued again (it runs next here, or on another worker)."""
+        return (self.retries > 0 and trial.state == TrialState.FAIL
+                and ATTR_ERROR_SITE in trial.user_attrs and queue_retry(study, trial, self.retries))
 
     def _count_failure(self, trial: FrozenTrial) -> None:
         if trial.state != TrialState.FAIL:

@@ -6,6 +6,7 @@ dashboard and notebooks open the same URL and so see the same state.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import time
@@ -13,7 +14,8 @@ import warnings
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
@@ -123,6 +125,8 @@ def open_storage(url: str, connections: int | None = None) -> optuna.storages.Ba
 # Workers starting together on an empty database each create Optuna's tables, and all but one
 # fail on the catalog's unique keys (optuna#1092): the losers try again, and find the tables.
 SCHEMA_ATTEMPTS = 5
+# How the race reads: PostgreSQL's messages, then SQLite's (two workers on a new file).
+SCHEMA_RACE = ("duplicate key", "already exists", "UNIQUE constraint failed")
 
 
 def _create(url: str, path: Path | None, connections: int | None) -> ResilientRDBStorage:
@@ -131,8 +135,7 @@ def _create(url: str, path: Path | None, connections: int | None) -> ResilientRD
             return _create_once(url, path, connections)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
             text = _first_line(err)
-            if attempt == SCHEMA_ATTEMPTS or not ("duplicate key" in text
-                                                   or "already exists" in text):
+            if attempt == SCHEMA_ATTEMPTS or not any(sign in text for sign in SCHEMA_RACE):
                 raise
             time.sleep(0.2 * attempt)
     raise AssertionError("unreachable")
@@ -287,6 +290,25 @@ def fail_trials_of_dead_workers(study: optuna.Study, numbers: list[int], *,
         if retry:
             retry(study, trial)  # reads its params and attributes, not its state
     return failed
+
+
+# What a crashed trial's retry does not inherit: its own run writes them again, or not at all.
+NOT_INHERITED_BY_RETRY = ("error", "error_site", "history", "criteria", "reason")
+
+
+def queue_retry(study: optuna.Study, trial: FrozenTrial, retries: int) -> bool:
+    """Queue crashed trial `trial` again with the same parameters, unless it is already the
+    `retries`-th retry of its original (counted by Optuna's retry callback in the trial's
+    system attributes, as a stale trial's retry is). True when a retry was queued."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) >= retries:
+            return False
+        clean = copy.copy(trial)
+        clean.user_attrs = {k: v for k, v in trial.user_attrs.items()
+                            if k not in NOT_INHERITED_BY_RETRY}
+        RetryHeartbeatStaleTrialCallback(max_retry=retries)(study, clean)
+    return True
 
 
 def storage_failure(err: BaseException) -> StorageError:

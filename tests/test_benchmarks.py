@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.errors import UsageError
-from hpsearch.spec import load_study_spec
-from hpsearch.spec.yaml_loader import load_yaml_text
 from tests.conftest import REPO
 
 EPOCHS = 4  # per trial: the fewest at which the LR phases' digits curves are not all "underfitting"

@@ -1,5 +1,5 @@
 """Workers that meet each other: a live trial failed by another's heartbeat check, four
-SQLite workers over a long study, and many workers creating an empty PostgreSQL schema."""
+SQLite workers over a long study, and many workers creating an empty schema."""
 
 from __future__ import annotations
 
@@ -98,14 +98,24 @@ def _open(url, results):
         results.put(f"{type(err).__name__}: {err}")
 
 
-@pytest.mark.postgres
-def test_workers_opening_an_empty_postgresql_at_once_do_not_race_on_the_schema(postgres_url):
-    """optuna#1092: each worker creates Optuna's tables when it finds none."""
+def _open_at_once(url: str, workers: int = 8) -> list[str]:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    processes = [context.Process(target=_open, args=(postgres_url, results)) for _ in range(8)]
+    processes = [context.Process(target=_open, args=(url, results)) for _ in range(workers)]
     for process in processes:
         process.start()
     for process in processes:
         process.join(timeout=120)
-    assert sorted(results.get(timeout=10) for _ in processes) == ["ok"] * 8
+    return sorted(results.get(timeout=10) for _ in processes)
+
+
+@pytest.mark.postgres
+def test_workers_opening_an_empty_postgresql_at_once_do_not_race_on_the_schema(postgres_url):
+    """optuna#1092: each worker creates Optuna's tables when it finds none."""
+    assert _open_at_once(postgres_url) == ["ok"] * 8
+
+
+def test_workers_opening_a_new_sqlite_file_at_once_do_not_race_on_the_schema(tmp_path):
+    """Two terminals started together on a fresh SQLite file met "UNIQUE constraint failed:
+    alembic_version.version_num" (found by benchmarks/storage_overhead.py)."""
+    assert _open_at_once(f"sqlite:///{tmp_path / 'new.db'}") == ["ok"] * 8

@@ -38,6 +38,17 @@ def sometimes(config, input_shape, num_classes, hidden=16):
         return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.Linear(16, num_classes))
     return plain(config, input_shape, num_classes, hidden)
 
+def flaky(config, input_shape, num_classes, hidden=16):
+    """Fails once in a folder, at its second call (the first is the check before anything
+    is stored): a transient error, CUDA out of memory while another process held the GPU."""
+    from pathlib import Path
+    calls = Path("flaky.calls")
+    count = int(calls.read_text()) if calls.exists() else 0
+    calls.write_text(str(count + 1))
+    if count == 1:
+        raise RuntimeError("CUDA out of memory (simulated)")
+    return plain(config, input_shape, num_classes, hidden)
+
 def sine(config):
     x = torch.linspace(-2, 2, 400).unsqueeze(1)
     y = torch.sin(3 * x).squeeze(1)
@@ -201,6 +212,52 @@ def test_a_crash_repeating_at_the_same_place_stops_at_the_second_trial(project):
     trials = optuna.load_study(study_name="some", storage=url_of(project)).trials
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
     assert trials[0].user_attrs["error"].startswith("RuntimeError: mat1 and mat2 shapes")
+
+
+FLAKY = ('base: {model: "hp_project:flaky", epochs: 2}\nobjective: {metric: val_acc}\n'
+         "sampler: {name: random, seed: 0}\ntrials: 2\n"
+         "space:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+
+
+def test_retries_queue_a_crashed_trial_again_with_its_parameters(project):
+    study_file(project, "flaky", FLAKY)
+    done = hpsearch_command("run", "--study", "flaky.yaml", "--retries", "1", cwd=project)
+    assert done.returncode == 0, done.stderr
+    trials = optuna.load_study(study_name="flaky", storage=f"sqlite:///{project}/storage/"
+                               "hpsearch.db").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    failed, retry = trials[0], trials[1]
+    assert failed.user_attrs["error"].startswith("model factory `hp_project:flaky` raised "
+                                                 "RuntimeError: CUDA out of memory")
+    assert retry.params == failed.params  # the same configuration, not a new sample
+    assert retry.system_attrs["failed_trial"] == 0  # Optuna's retry record
+    assert "error" not in retry.user_attrs  # what the failed run wrote is not inherited
+    assert trials[2].params != failed.params
+
+
+def test_without_retries_a_crashed_trial_is_replaced_by_a_new_sample(project):
+    study_file(project, "flaky", FLAKY)
+    done = hpsearch_command("run", "--study", "flaky.yaml", cwd=project)
+    assert done.returncode == 0, done.stderr
+    trials = optuna.load_study(study_name="flaky", storage=f"sqlite:///{project}/storage/"
+                               "hpsearch.db").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert "failed_trial" not in trials[1].system_attrs
+    assert trials[1].params != trials[0].params
+
+
+def test_retries_are_bounded_and_then_count_as_failures(project):
+    path = study_file(project, "some", 'base: {model: "hp_project:sometimes", epochs: 2}\n'
+                      "objective: {metric: val_acc}\nsampler: {name: random, seed: 0}\ntrials: 9\n"
+                      "space:\n  model_args.hidden: {type: int, low: 17, high: 40}\n")
+    result = cli_run("run", "--study", str(path), "--storage", url_of(project), "--retries", "2")
+    assert result.exit_code == 1
+    trials = optuna.load_study(study_name="some", storage=url_of(project)).trials
+    # Each sample runs three times (two retries); the second sample's last retry failing
+    # where the first's did stops the study: the same bug.
+    assert [t.system_attrs.get("failed_trial") for t in trials] == [None, 0, 0, None, 3, 3]
+    assert all(t.state == TrialState.FAIL for t in trials)
+    assert "2 trials in a row failed, the same way" in result.output.strip().splitlines()[-1]
 
 
 # --- fit hooks and Lightning through a study --------------------------------------------------
