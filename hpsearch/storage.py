@@ -133,7 +133,8 @@ def _create(url: str, path: Path | None, connections: int | None) -> ResilientRD
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
             return _create_once(url, path, connections)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError) as err:  # SQLite: "table ... already exists"
             text = _first_line(err)
             if attempt == SCHEMA_ATTEMPTS or not any(sign in text for sign in SCHEMA_RACE):
                 raise
