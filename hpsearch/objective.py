@@ -125,6 +125,10 @@ class StudyObjective:
     started: list[int] = field(default_factory=list)
     # The study's budget while workers search (None: a queued trial that runs regardless).
     budget: int | None = None
+    # While a queued trial is run (baseline, grid extension): the user attributes it was
+    # queued with. A trial without them is a fresh one, created because another worker ran
+    # the queued trial first: it ends at once instead of training a random sample.
+    queued: Mapping[str, Any] | None = None
     twins_in_a_row: int = 0
 
     def config_for(self, sampled: Mapping[str, Any], longer: bool = True) -> TrainConfig:
@@ -158,6 +162,13 @@ class StudyObjective:
     def _claim(self, trial: optuna.trial.Trial) -> None:
         """Go on only if a slot of the budget is left for this trial: `--trials 12` gives 12,
         however many workers ask at once (Optuna's own count overshoots by up to jobs - 1)."""
+        if self.queued is not None:
+            if any(trial.user_attrs.get(k) != v for k, v in self.queued.items()):
+                trial.set_user_attr(ATTR_OVER_BUDGET, True)
+                trial.set_user_attr(ATTR_REASON, "the queued trial it was to run was run by "
+                                                 "another worker")
+                raise OverBudget(f"trial {trial.number}: another worker ran the queued trial")
+            return
         if self.budget is None or trial.user_attrs.get(ATTR_BASELINE):
             return
         taken = claims_before(trial.study, trial.number)

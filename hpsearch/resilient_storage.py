@@ -17,8 +17,11 @@ it asked for takes that as done.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import socket
+import threading
 import time
 from typing import Any, Callable
 
@@ -34,6 +37,12 @@ from hpsearch.errors import StorageError
 RETRY_WINDOW_S = float(os.environ.get("HPSEARCH_STORAGE_RETRY_S", 60))
 FIRST_WAIT_S = 0.25  # then doubled each time, at most MAX_WAIT_S
 MAX_WAIT_S = 5.0
+# A server that stops answering without closing its connections (frozen, SIGSTOP, a hung
+# host whose kernel still acknowledges) blocks a call for good: TCP keepalives are answered
+# and the server's statement timeout never fires. A connection held by one call for longer
+# than this (s) is cut from this side, and the call is retried like any lost connection.
+# Longer than the server's 60 s statement timeout: a slow but live call is never cut.
+CALL_TIMEOUT_S = float(os.environ.get("HPSEARCH_STORAGE_CALL_TIMEOUT_S", 75))
 
 # Every call a worker, the dashboard or a notebook makes to read or write a study.
 RETRIED = (
@@ -97,7 +106,8 @@ def _retrying(method: Callable) -> Callable:
         def attempt():
             attempts.append(1)
             try:
-                return method(self, *args, **kwargs)
+                with self.watchdog.calling() if self.watchdog else contextlib.nullcontext():
+                    return method(self, *args, **kwargs)
             except optuna.exceptions.UpdateFinishedTrialError:
                 if len(attempts) > 1 and method.__name__ == "set_trial_state_values":
                     return _finished_already(self, *args, **kwargs)
@@ -133,6 +143,65 @@ def _gave_up(url: str, err: BaseException) -> StorageError:
                         f"fix: {fix}")
 
 
+class CallWatchdog:
+    """Cuts the PostgreSQL connections of `engine` when a storage call has waited on the
+    server for longer than `timeout_s` (see CALL_TIMEOUT_S). Every call attempt is timed
+    (`calling`); one daemon thread looks every second. The server answers no one then, so
+    every connection of the process is cut: a socket shutdown under the blocked call, which
+    fails at once with a lost connection that `retry_transient` retries (reconnecting is
+    bounded by the connect timeout) until RETRY_WINDOW_S ends."""
+
+    def __init__(self, engine: sqlalchemy.engine.Engine, timeout_s: float = CALL_TIMEOUT_S):
+        self.timeout_s = timeout_s
+        self._calls: dict[object, float] = {}  # a running attempt -> when it started
+        self._connections: dict[int, Any] = {}  # id -> every open DB-API connection
+        sqlalchemy.event.listen(engine, "connect", self._opened)
+        sqlalchemy.event.listen(engine, "close", self._closed)
+        sqlalchemy.event.listen(engine, "invalidate", self._closed)
+        sqlalchemy.event.listen(engine, "checkin", self._opened)  # whatever opened it
+        engine.dispose()  # connections opened before (creating the schema) are known now
+        threading.Thread(target=self._watch, name="hpsearch storage watchdog",
+                         daemon=True).start()
+
+    @contextlib.contextmanager
+    def calling(self):
+        token = object()
+        self._calls[token] = time.monotonic()
+        try:
+            yield
+        finally:
+            self._calls.pop(token, None)
+
+    def _opened(self, dbapi_connection, record) -> None:
+        if dbapi_connection is not None:
+            self._connections[id(dbapi_connection)] = dbapi_connection
+
+    def _closed(self, dbapi_connection, record, *exception) -> None:
+        self._connections.pop(id(dbapi_connection), None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.timeout_s / 4))
+            now = time.monotonic()
+            stuck = [token for token, since in list(self._calls.items())
+                     if now - since > self.timeout_s]
+            if stuck:
+                for token in stuck:
+                    self._calls[token] = now  # cut again only after another timeout
+                for connection in list(self._connections.values()):
+                    _cut(connection)
+
+
+def _cut(dbapi_connection) -> None:
+    """Shut the connection's socket down under whoever is blocked reading it (psycopg)."""
+    try:
+        fd = dbapi_connection.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
+    except Exception:  # noqa: BLE001 - closed meanwhile: nothing left to cut
+        pass
+
+
 def _intermediate(trial_id: int, step: int, value: float) -> dict[str, Any]:
     """A row of Optuna's intermediate-values table, stored as Optuna stores it (inf, NaN)."""
     stored, kind = _models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
@@ -145,6 +214,8 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
     the two calls a training trial makes in bulk (hpsearch/reports.py): several epochs'
     reports and attributes in one transaction, and trials counted by state in one number (has
     any trial finished since the pruner last looked; how much of the budget is claimed)."""
+
+    watchdog: CallWatchdog | None = None  # PostgreSQL: storage.open_storage sets one
 
     def write_reports(self, trial_id: int, values: dict[int, float],
                       user_attrs: dict[str, Any]) -> None:
@@ -172,14 +243,18 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                         session, _models.TrialUserAttributeModel, trial_id, key, value)
 
     def count_trials(self, study_id: int, states: tuple[TrialState, ...],
-                     number_below: int | None = None) -> int:
-        """How many trials of the study are in `states` (and numbered below `number_below`):
-        one number read instead of every trial with its history."""
+                     number_below: int | None = None, heartbeating: bool = False) -> int:
+        """How many trials of the study are in `states` (and numbered below `number_below`;
+        with `heartbeating`, only those whose worker records heartbeats, which can be told
+        dead): one number read instead of every trial with its history."""
         trials = _models.TrialModel.__table__
         count = (sqlalchemy.select(sqlalchemy.func.count()).select_from(trials)
                  .where(trials.c.study_id == study_id, trials.c.state.in_(states)))
         if number_below is not None:
             count = count.where(trials.c.number < number_below)
+        if heartbeating:
+            beats = _models.TrialHeartbeatModel.__table__
+            count = count.where(trials.c.trial_id.in_(sqlalchemy.select(beats.c.trial_id)))
         with self.engine.connect() as connection:  # no ORM session: a third of the time
             return connection.execute(count).scalar_one()
 

@@ -8,6 +8,7 @@ several workers sharing one storage stop together once the study has enough tria
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -42,6 +43,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # in a row at the same place (same exception type, same file and line) are the same bug:
 # the study stops at the second.
 MAX_CONSECUTIVE_FAILURES = 3
+# How often (s) a worker whose search is over looks whether the others' trials have ended.
+SETTLE_POLL_S = 1.0
 
 
 class RunObserver(Protocol):
@@ -210,20 +213,27 @@ def _run_enqueued(
     It runs under a RandomSampler: a GridSampler's bookkeeping (`grid_id`) is for its own
     points, and it refuses to sample for an enqueued trial that holds none.
     """
-    if not _waiting(study, user_attrs):
-        study.enqueue_trial(params, user_attrs=user_attrs)
+    if not _carrying(study, user_attrs, (TrialState.WAITING, TrialState.RUNNING)):
+        study.enqueue_trial(params, user_attrs=user_attrs)  # not queued, nor run by another
     sampler, study.sampler = study.sampler, optuna.samplers.RandomSampler()
+    objective.queued = user_attrs
     try:
         while _waiting(study, user_attrs):  # until it ran (or another worker took it)
-            study.optimize(objective, n_trials=1, callbacks=[guard], catch=_caught())
+            study.optimize(objective, n_trials=1, callbacks=[guard],
+                           catch=_caught() + (OverBudget,))
     finally:
-        study.sampler = sampler
+        study.sampler, objective.queued = sampler, None
 
 
 def _waiting(study: optuna.Study, user_attrs: dict[str, Any]) -> bool:
-    """A WAITING trial carries every one of `user_attrs`."""
+    return _carrying(study, user_attrs, (TrialState.WAITING,))
+
+
+def _carrying(study: optuna.Study, user_attrs: dict[str, Any],
+              states: tuple[TrialState, ...]) -> bool:
+    """A trial in `states` carries every one of `user_attrs`."""
     return any(all(t.user_attrs.get(key) == value for key, value in user_attrs.items())
-               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+               for t in study.get_trials(deepcopy=False, states=states))
 
 
 def _optimize(
@@ -243,8 +253,11 @@ def _optimize(
     if _finished(study) < budget and not guard.stopped:
         objective.budget = budget  # each new trial claims a slot first (objective.py)
         try:
-            while not _search_until_stopped(study, objective, guard, summary):
-                pass  # a trial was failed under this worker: the search goes on
+            while True:
+                while not _search_until_stopped(study, objective, guard, summary):
+                    pass  # a trial was failed under this worker: the search goes on
+                if guard.stopped or not _others_left(study):
+                    break  # else a retry was queued meanwhile: it runs here
         finally:
             objective.budget = None
     if guard.stopped:
@@ -253,6 +266,23 @@ def _optimize(
             f"{guard.last_error}; fix: correct the code there (the error is stored on each "
             f"failed trial; rerun with --debug for the whole traceback)"
         )
+
+
+def _others_left(study: optuna.Study) -> bool:
+    """Wait while other workers still train trials of this study, so every worker of a phase
+    (`hpsearch protocol` on several machines) chooses from the same finished trials. A killed
+    worker's trial is failed once its heartbeat is stale (GRACE_S) and queued again: True
+    when such a queued trial is left to run, False when nothing is. Storages without
+    heartbeats (the gRPC proxy), and trials of workers that record none (a plain Optuna
+    script), cannot tell a dead worker from a slow one: they are not waited for."""
+    while True:
+        fail_stale_trials(study)
+        if count_trials(study, (TrialState.WAITING,)):
+            return True
+        if not count_trials(study, (TrialState.RUNNING,), heartbeating=True):
+            return False
+        interrupt.check()  # Ctrl-C while waiting: nothing of this worker's is running
+        time.sleep(SETTLE_POLL_S)
 
 
 def _search_until_stopped(study, objective, guard, summary: RunSummary) -> bool:

@@ -20,8 +20,8 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from hpsearch.errors import StorageError, UsageError
-from hpsearch.resilient_storage import (CONNECTIONS_FIX, ResilientRDBStorage, retry_transient,
-                                        too_many_connections)
+from hpsearch.resilient_storage import (CONNECTIONS_FIX, CallWatchdog, ResilientRDBStorage,
+                                        retry_transient, too_many_connections)
 
 DEFAULT_STORAGE = "sqlite:///storage/hpsearch.db"
 STORAGE_ENV = "HPSEARCH_STORAGE"
@@ -157,6 +157,8 @@ def _create_once(url: str, path: Path | None, connections: int | None) -> Resili
         )
     if path is not None:
         _use_wal(storage.engine)
+    else:
+        storage.watchdog = CallWatchdog(storage.engine)  # a frozen server hangs no one for good
     return storage
 
 
@@ -172,7 +174,9 @@ def _open_error(url: str, err: BaseException) -> StorageError:
     """One line for a storage that cannot be opened, with the fix for the usual causes."""
     text = _first_line(err)
     cause = err.__cause__ or err.__context__ or err
-    text = _first_line(cause) if text.startswith("An exception of type") else text
+    if isinstance(err, optuna.exceptions.StorageInternalError) or text.startswith(
+            "An exception of type"):  # Optuna's wrapper: what the database said is below
+        text = _first_line(cause)
     parsed = make_url(url)
     if "does not exist" in text and parsed.database and "database" in text:
         fix = (f"create it (`createdb -h {parsed.host} -U {parsed.username} {parsed.database}`, "
@@ -254,12 +258,15 @@ def _first_line(err: BaseException) -> str:
 
 
 def count_trials(study: optuna.Study, states: tuple[TrialState, ...],
-                 number_below: int | None = None) -> int:
-    """How many of the study's trials are in `states` (and numbered below `number_below`),
-    read as one number where the storage can (ours), else from every trial."""
+                 number_below: int | None = None, heartbeating: bool = False) -> int:
+    """How many of the study's trials are in `states` (and numbered below `number_below`;
+    with `heartbeating`, only trials whose worker records heartbeats: none outside our
+    SQL storage), read as one number where the storage can (ours), else from every trial."""
     backend = getattr(study._storage, "_backend", study._storage)
     if isinstance(backend, ResilientRDBStorage):
-        return backend.count_trials(study._study_id, states, number_below)
+        return backend.count_trials(study._study_id, states, number_below, heartbeating)
+    if heartbeating:
+        return 0
     return sum(1 for t in study.get_trials(deepcopy=False, states=states)
                if number_below is None or t.number < number_below)
 

@@ -8,6 +8,8 @@ import io
 import json
 
 import optuna
+import pytest
+from click.testing import CliRunner
 from optuna_dashboard import wsgi
 
 import hpsearch
@@ -51,3 +53,38 @@ def test_dashboard_lists_the_study_with_its_curves_and_reasons(write_study, stud
     complete = next(t for t in detail["trials"] if t["state"] == "Complete")
     assert len(complete["intermediate_values"]) == 3  # one point per epoch: the curve
     assert optuna.load_study(study_name="dash", storage=url).best_trial.params == {"lr": 0.1}
+
+
+def _raw(app, path: str) -> str:
+    return json.dumps(get(app, path))
+
+
+@pytest.mark.postgres
+def test_no_password_in_stored_attributes_output_or_dashboard_responses(
+        write_study, studies_dir, postgres_url):
+    """The test server's password is its user name (`.ci/run`): neither may appear in what
+    is stored or served; the CLI prints the URL masked."""
+    from sqlalchemy.engine import make_url
+
+    from hpsearch.cli import cli
+
+    parsed = make_url(postgres_url)
+    secret = parsed.password
+    write_study("dash", STUDY)
+    result = CliRunner().invoke(cli, ["run", "--study", "dash", "--storage", postgres_url,
+                                      "--studies-dir", str(studies_dir)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f":{secret}@" not in result.output and ":***@" in result.output
+    study = optuna.load_study(study_name="dash", storage=postgres_url)
+    system = study._storage.get_study_system_attrs(study._study_id)
+    stored = json.dumps([study.user_attrs, system]
+                        + [[t.user_attrs, t.system_attrs, t.params] for t in study.trials],
+                        default=str)
+    assert secret not in stored
+    app = wsgi(postgres_url)
+    summaries = get(app, "/api/studies")["study_summaries"]
+    (summary,) = [s for s in summaries if s["study_name"] == "dash"]
+    for path in ("/api/studies", f"/api/studies/{summary['study_id']}",
+                 f"/api/studies/{summary['study_id']}/param_importances"):
+        assert secret not in _raw(app, path), path

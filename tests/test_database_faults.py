@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -65,11 +67,11 @@ def own_cluster():
         subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True, timeout=120)
 
 
-def _training(url: str, count: int, timeout_s: float = 180) -> None:
+def _training(url: str, count: int, timeout_s: float = 180, study: str = "blip") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            trials = optuna.load_study(study_name="blip", storage=url).get_trials()
+            trials = optuna.load_study(study_name=study, storage=url).get_trials()
         except KeyError:
             trials = []
         if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("history")) for t in trials) >= count:
@@ -116,3 +118,76 @@ def test_a_server_that_stays_down_ends_the_call_with_one_line(own_cluster, monke
     assert "unreachable for 3 s" in message and ":***@127.0.0.1" in message
     assert "fault:fault" not in message
     assert storage.get_study_user_attrs(study_id) == {}  # back once the server is
+
+
+def _signal_cluster(version: str, name: str, signum: int) -> None:
+    """`signum` to the cluster's postmaster and every backend it started (SIGSTOP: a server
+    that hangs without closing its connections; its kernel still answers TCP)."""
+    pid_file = f"/var/lib/postgresql/{version}/{name}/postmaster.pid"
+    with open(pid_file) as lines:
+        postmaster = int(lines.readline())
+    children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
+                              text=True).stdout.split()
+    for pid in [postmaster, *map(int, children)]:
+        os.kill(pid, signum)
+
+
+def test_a_frozen_server_under_two_workers_loses_nothing(own_cluster, write_study):
+    """Frozen 20 s mid-run: the calls blocked on it are cut after 5 s and retried until the
+    server answers again; the run finishes with every report."""
+    url, version, name = own_cluster
+    path = write_study("frozen", STUDY.replace("epochs: 30", "epochs: 20"))
+    command = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url,
+               "--jobs", "2", "--devices", "cpu"]
+    env = {**os.environ, "HPSEARCH_STORAGE_CALL_TIMEOUT_S": "5"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    _training(url, 2, study="frozen")
+    _signal_cluster(version, name, signal.SIGSTOP)
+    try:
+        time.sleep(20)
+    finally:
+        _signal_cluster(version, name, signal.SIGCONT)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    trials = optuna.load_study(study_name="frozen", storage=url).get_trials()
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+    assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            assert sorted(trial.intermediate_values) == list(range(1, 21))
+
+
+def test_a_server_frozen_for_good_ends_a_call_with_one_line(own_cluster, monkeypatch):
+    """Without the watchdog the call below blocks until the server is thawed."""
+    from hpsearch.storage import _engine_kwargs
+
+    url, version, name = own_cluster
+    monkeypatch.setattr(resilient_storage, "RETRY_WINDOW_S", 4.0)
+    storage = resilient_storage.ResilientRDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    storage.watchdog = resilient_storage.CallWatchdog(storage.engine, timeout_s=2.0)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "frozen_for_good")
+    outcome: list = []
+
+    def call():
+        try:
+            outcome.append(storage.get_study_user_attrs(study_id))
+        except Exception as err:  # noqa: BLE001 - what the call ended with, checked below
+            outcome.append(err)
+
+    _signal_cluster(version, name, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        caller.join(timeout=60)
+        elapsed = time.monotonic() - start
+    finally:
+        _signal_cluster(version, name, signal.SIGCONT)
+    assert not caller.is_alive(), "the call still blocks on the frozen server"
+    assert elapsed < 30
+    (error,) = outcome
+    assert type(error).__name__ == "StorageError", error
+    assert "unreachable for 4 s" in str(error) and "fault:fault" not in str(error)
+    assert storage.get_study_user_attrs(study_id) == {}  # thawed: the storage works again

@@ -4,6 +4,9 @@ or cluster here)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +16,30 @@ from tests.conftest import REPO
 
 def compose() -> dict:
     return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def _compose_spec_errors(path) -> str:
+    """What check-jsonschema's copy of the Compose specification's schema says of `path`."""
+    done = subprocess.run([str(Path(sys.executable).parent / "check-jsonschema"),
+                           "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    return "" if done.returncode == 0 else done.stdout + done.stderr
+
+
+def test_compose_file_follows_the_compose_specification(tmp_path):
+    assert _compose_spec_errors(REPO / "docker-compose.yml") == ""
+    # The check can fail: a misspelt key is refused.
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text((REPO / "docker-compose.yml").read_text().replace("depends_on:", "depend_on:", 1))
+    assert "depend_on" in _compose_spec_errors(broken)
+
+
+def test_compose_runs_any_command_and_keeps_storage_on_the_host():
+    worker = compose()["services"]["worker"]
+    assert worker["command"] == "${HPSEARCH_COMMAND:-run --study lr_adam}"
+    assert "./storage:/app/storage" in worker["volumes"]
+    header = (REPO / "docker-compose.yml").read_text()
+    assert 'HPSEARCH_COMMAND="protocol --to final" docker compose up --scale worker=4' in header
 
 
 def test_compose_services_share_one_postgres_storage():

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -122,3 +123,50 @@ def test_workers_opening_a_new_sqlite_file_at_once_do_not_race_on_the_schema(tmp
     "UNIQUE constraint failed: alembic_version.version_num" (found by
     benchmarks/storage_overhead.py; without the retry about half of such workers failed)."""
     assert _open_at_once(f"sqlite:///{tmp_path / 'new.db'}") == ["ok"] * 8
+
+
+# The first trial to start (the first worker's) trains slowly; every later one is quick.
+FIRST_SLOW_FIT = '''\
+import pathlib, time
+
+def fit(config, data, device, report):
+    marker = pathlib.Path("first.started")
+    slow = not marker.exists()
+    marker.touch()
+    for epoch in range(1, config.epochs + 1):
+        time.sleep(1.0 if slow else 0.0)
+        report(epoch, train_loss=1.0 / epoch, val_loss=1.0 / epoch, val_acc=config.lr)
+
+fit.honours = ["lr"]
+'''
+
+
+def test_a_worker_done_with_its_slots_waits_for_the_others_before_choosing(tmp_path):
+    """Two terminals (or two machines running `hpsearch protocol`): the one whose search ends
+    first waits for the other's trial, so both choose from the same finished trials."""
+    (tmp_path / "slow_fit.py").write_text(FIRST_SLOW_FIT)
+    (tmp_path / "two.yaml").write_text(
+        STUDY.format(epochs=15, module="slow_fit", trials=2).replace("seed: 0", "seed: 1"))
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    args = [sys.executable, "-m", "hpsearch", "run", "--study", "two.yaml", "--storage", url]
+    environ = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    first = subprocess.Popen(args, cwd=tmp_path, env=environ, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "first.started").exists():  # the slow trial is training
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.2)
+        second = subprocess.run([*args[:-1], url, "--trials", "2"], cwd=tmp_path, env=environ,
+                                capture_output=True, text=True, timeout=300)
+        trials = optuna.load_study(study_name="two", storage=url).get_trials()
+        assert second.returncode == 0, second.stderr
+        # When the second worker exits, the first one's slow trial is over, and the second
+        # worker's choice is the one the first will store: both trials were seen.
+        assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+        choice = optuna.load_study(study_name="two", storage=url).user_attrs["selection"]
+        best = max(trials, key=lambda t: t.value).number
+        assert choice["trial"] == best
+    finally:
+        first.communicate(timeout=300)
+    assert first.returncode == 0

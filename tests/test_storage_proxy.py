@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -90,3 +93,47 @@ def test_a_proxy_address_without_a_port_is_refused(write_study):
                        "grpc://127.0.0.1", timeout=120)
     assert result.returncode == 2, result.stderr
     assert "is no proxy address; fix: grpc://HOST:PORT" in result.stderr
+
+
+def _readme_storage_commands() -> list[str]:
+    from tests.test_readme_commands import section_commands
+
+    return section_commands("Storage: from one machine to many")
+
+
+@pytest.mark.postgres
+def test_the_readme_storage_commands_run_with_the_placeholders_filled(postgres_url, tmp_path):
+    """The section's three commands, verbatim but for USER:PASSWORD@HOST:5432/DB and HOST,
+    run from a fresh folder with the plain console script: a study on PostgreSQL with 4
+    workers, the proxy in front of it, a worker through the proxy."""
+    server = sqlalchemy.engine.make_url(postgres_url)
+    database = server.render_as_string(hide_password=False).replace("+psycopg", "")
+    run_pg, serve, run_proxied = [
+        c.replace("postgresql://USER:PASSWORD@HOST:5432/DB", database).replace("HOST", "127.0.0.1")
+        for c in _readme_storage_commands()]
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+
+    def shell(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+
+    done = shell(run_pg)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = optuna.load_study(study_name="lr_adam", storage=postgres_url)
+    workers = {t.user_attrs["worker"] for t in study.trials if "worker" in t.user_attrs}
+    assert len(workers) >= 2  # --jobs 4 shared it
+    finished = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    proxy = subprocess.Popen(serve, shell=True, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert "serving postgresql" in proxy.stdout.readline(), proxy.stderr.read()
+        done = shell(run_proxied)  # the budget is spent: it finds the study done
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "lr_adam" in done.stdout
+    finally:
+        os.killpg(proxy.pid, signal.SIGTERM)
+        proxy.wait(timeout=30)
+    assert len(optuna.load_study(study_name="lr_adam", storage=postgres_url).get_trials(
+        states=(TrialState.COMPLETE, TrialState.PRUNED))) == finished

@@ -1,0 +1,77 @@
+"""Trials per second at 1 and 2 (or more) `--jobs` on this machine, side by side in one run.
+
+Each row is a fresh SQLite study run by the plain command a user types,
+`hpsearch run --study FILE --jobs N --trials T`, on digits (20 epochs a trial, a new seed
+each trial, so every trial trains). Throughput is read back from storage: finished trials
+over the time from the first trial's start to the last one's end, so process start-up
+(importing torch) is not counted. The last row gives each of the N workers every core
+(`HPSEARCH_TORCH_THREADS` = cores): what `--jobs` did before it split the cores.
+
+    python benchmarks/worker_scaling.py [--jobs 1 2] [--trials 40] [--epochs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+
+STUDY = """\
+base: {{dataset: digits, epochs: {epochs}}}
+objective: {{metric: val_acc}}
+sampler: {{name: random}}
+pruner: {{name: nop}}
+space:   # a new seed each trial: every trial trains
+  seed: {{type: int, low: 0, high: 1000000000}}
+"""
+
+
+def trials_per_second(folder: Path, jobs: int, trials: int, epochs: int,
+                      threads: int | None = None) -> float:
+    name = f"scaling_{jobs}_{threads or 'split'}"
+    path = folder / f"{name}.yaml"
+    path.write_text(STUDY.format(epochs=epochs))
+    url = f"sqlite:///{folder / name}.db"
+    env = {**os.environ}
+    if threads is not None:
+        env["HPSEARCH_TORCH_THREADS"] = str(threads)
+    else:
+        env.pop("HPSEARCH_TORCH_THREADS", None)  # hpsearch's default: cores / jobs
+    subprocess.run([sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage",
+                    url, "--jobs", str(jobs), "--trials", str(trials), "--devices", "cpu"],
+                   check=True, capture_output=True, env=env, cwd=folder)
+    done = [t for t in optuna.load_study(study_name=name, storage=url).get_trials()
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    began = min(t.datetime_start for t in done)
+    ended = max(t.datetime_complete for t in done)
+    return len(done) / (ended - began).total_seconds()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=20)
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    cores = os.cpu_count() or 1
+    print(f"digits, {args.epochs} epochs a trial, {args.trials} trials a row, {cores} CPU cores")
+    print(f"{'jobs':>5}{'torch threads/worker':>22}{'trials/s':>10}{'vs 1 job':>10}")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [(jobs, None) for jobs in args.jobs] + [(max(args.jobs), cores)]
+        single = None
+        for jobs, threads in rows:
+            rate = trials_per_second(Path(tmp), jobs, args.trials, args.epochs, threads)
+            single = rate if single is None else single
+            shown = threads if threads is not None else max(1, cores // jobs)
+            label = f"{shown}" + (" (every core)" if threads is not None else "")
+            print(f"{jobs:>5}{label:>22}{rate:>10.2f}{rate / single:>9.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
