@@ -8,6 +8,7 @@ over the time from the first trial's start to the last one's end, so process sta
 (`HPSEARCH_TORCH_THREADS` = cores): what `--jobs` did before it split the cores.
 
     python benchmarks/worker_scaling.py [--jobs 1 2] [--trials 40] [--epochs 20]
+        [--postgres postgresql+psycopg://user:password@127.0.0.1:5432/db]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import optuna
@@ -25,18 +27,19 @@ STUDY = """\
 base: {{dataset: digits, epochs: {epochs}}}
 objective: {{metric: val_acc}}
 sampler: {{name: random}}
-pruner: {{name: nop}}
+pruner: {{name: none}}
 space:   # a new seed each trial: every trial trains
   seed: {{type: int, low: 0, high: 1000000000}}
 """
 
 
 def trials_per_second(folder: Path, jobs: int, trials: int, epochs: int,
-                      threads: int | None = None) -> float:
-    name = f"scaling_{jobs}_{threads or 'split'}"
+                      threads: int | None = None, server: str | None = None) -> float:
+    """Trials/s of one row; on SQLite in `folder`, or on the PostgreSQL URL `server`."""
+    name = f"scaling_{jobs}_{threads or 'split'}_{uuid.uuid4().hex[:6]}"
     path = folder / f"{name}.yaml"
     path.write_text(STUDY.format(epochs=epochs))
-    url = f"sqlite:///{folder / name}.db"
+    url = server or f"sqlite:///{folder / name}.db"
     env = {**os.environ}
     if threads is not None:
         env["HPSEARCH_TORCH_THREADS"] = str(threads)
@@ -57,20 +60,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--postgres", help="also on this PostgreSQL URL (a database to use)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cores = os.cpu_count() or 1
     print(f"digits, {args.epochs} epochs a trial, {args.trials} trials a row, {cores} CPU cores")
-    print(f"{'jobs':>5}{'torch threads/worker':>22}{'trials/s':>10}{'vs 1 job':>10}")
+    print(f"{'storage':<12}{'jobs':>5}{'torch threads/worker':>22}{'trials/s':>10}"
+          f"{'vs 1 job':>10}")
+    storages = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [(jobs, None) for jobs in args.jobs] + [(max(args.jobs), cores)]
-        single = None
-        for jobs, threads in rows:
-            rate = trials_per_second(Path(tmp), jobs, args.trials, args.epochs, threads)
-            single = rate if single is None else single
-            shown = threads if threads is not None else max(1, cores // jobs)
-            label = f"{shown}" + (" (every core)" if threads is not None else "")
-            print(f"{jobs:>5}{label:>22}{rate:>10.2f}{rate / single:>9.2f}x", flush=True)
+        for label, server in storages:
+            rows = [(jobs, None) for jobs in args.jobs] + [(max(args.jobs), cores)]
+            single = None
+            for jobs, threads in rows:
+                rate = trials_per_second(Path(tmp), jobs, args.trials, args.epochs, threads,
+                                         server)
+                single = rate if single is None else single
+                shown = f"{threads} (every core)" if threads else f"{max(1, cores // jobs)}"
+                print(f"{label:<12}{jobs:>5}{shown:>22}{rate:>10.2f}{rate / single:>9.2f}x",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -186,3 +186,11 @@ def test_storage_overhead_runs_postgresql_rows_in_databases_of_their_own():
             "SELECT count(*) FROM pg_database WHERE starts_with(datname, 'hpsearch_bench_')").scalar()
     engine.dispose()
     assert left == 0
+
+
+def test_worker_scaling_prints_trials_per_second_against_one_job(capsys):
+    load_benchmark("worker_scaling").main(["--jobs", "1", "--trials", "2", "--epochs", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [["SQLite", "1"], ["SQLite", "1"]]
+    assert rows[0][-1] == "1.00x" and "core)" in rows[1]  # the every-core row
+    assert all(float(row[-2]) > 0 for row in rows)  # trials/s measured from storage
