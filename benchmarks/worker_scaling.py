@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--postgres", help="also on this PostgreSQL URL (a database to use)")
+    parser.add_argument("--no-every-core", action="store_true",
+                        help="leave out the rows where each worker takes every core")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cores = os.cpu_count() or 1
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     storages = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
     with tempfile.TemporaryDirectory() as tmp:
         for label, server in storages:
-            rows = [(jobs, None) for jobs in args.jobs] + [(max(args.jobs), cores)]
+            rows = [(jobs, None) for jobs in args.jobs]
+            rows += [] if args.no_every_core else [(max(args.jobs), cores)]
             single = None
             for jobs, threads in rows:
                 rate = trials_per_second(Path(tmp), jobs, args.trials, args.epochs, threads,

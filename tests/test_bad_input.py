@@ -220,3 +220,42 @@ def test_nothing_is_written_into_the_users_folder_by_a_refused_run(write_study, 
            "--set", f"data_dir={mine}", "--storage", f"sqlite:///{tmp_path / 'x.db'}")
     assert sorted(p.name for p in mine.iterdir()) == ["data.txt"]
     assert not Path(tmp_path / "x.db").exists()
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a file system of its own, remounted read-only by `make_read_only()`:
+    read-only for root too (file modes are not, and CI runs as root)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the read-only storage test: {mounted.stderr!r}")
+        pytest.skip("needs root to mount a file system")
+
+    def make_read_only():
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+    try:
+        yield folder, make_read_only
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_read_only_sqlite_file_is_one_line_and_left_as_it_is(write_study, studies_dir,
+                                                                read_only_folder):
+    folder, make_read_only = read_only_folder
+    write_study("tiny", TINY)
+    url = f"sqlite:///{folder / 'x.db'}"
+    made = subprocess.run([sys.executable, "-m", "hpsearch", "run", "--study", "tiny",
+                           "--studies-dir", str(studies_dir), "--storage", url],
+                          capture_output=True, text=True, timeout=300)  # its files closed after
+    assert made.returncode == 0, made.stderr
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    make_read_only()
+    result = invoke("run", "--study", "tiny", "--studies-dir", str(studies_dir), "--storage", url,
+                    "--trials", "2")
+    refused(result, "read-only", "fix: ", code=1)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -133,19 +133,19 @@ def _signal_cluster(version: str, name: str, signum: int) -> None:
 
 
 def test_a_frozen_server_under_two_workers_loses_nothing(own_cluster, write_study):
-    """Frozen 20 s mid-run: the calls blocked on it are cut after 5 s and retried until the
+    """Frozen 12 s mid-run: the calls blocked on it are cut after 3 s and retried until the
     server answers again; the run finishes with every report."""
     url, version, name = own_cluster
     path = write_study("frozen", STUDY.replace("epochs: 30", "epochs: 20"))
     command = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url,
                "--jobs", "2", "--devices", "cpu"]
-    env = {**os.environ, "HPSEARCH_STORAGE_CALL_TIMEOUT_S": "5"}
+    env = {**os.environ, "HPSEARCH_STORAGE_CALL_TIMEOUT_S": "3"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
     _training(url, 2, study="frozen")
     _signal_cluster(version, name, signal.SIGSTOP)
     try:
-        time.sleep(20)
+        time.sleep(12)
     finally:
         _signal_cluster(version, name, signal.SIGCONT)
     stdout, stderr = process.communicate(timeout=600)

@@ -100,7 +100,7 @@ def _open(url, start, results):
         results.put(f"{type(err).__name__}: {err}")
 
 
-def _open_at_once(url: str, workers: int = 8) -> list[str]:
+def _open_at_once(url: str, workers: int = 4) -> list[str]:
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(workers), context.Queue()
     processes = [context.Process(target=_open, args=(url, start, results))
@@ -115,14 +115,14 @@ def _open_at_once(url: str, workers: int = 8) -> list[str]:
 @pytest.mark.postgres
 def test_workers_opening_an_empty_postgresql_at_once_do_not_race_on_the_schema(postgres_url):
     """optuna#1092: each worker creates Optuna's tables when it finds none."""
-    assert _open_at_once(postgres_url) == ["ok"] * 8
+    assert _open_at_once(postgres_url) == ["ok"] * 4
 
 
 def test_workers_opening_a_new_sqlite_file_at_once_do_not_race_on_the_schema(tmp_path):
     """Workers started together on a fresh SQLite file met "table studies already exists" or
     "UNIQUE constraint failed: alembic_version.version_num" (found by
-    benchmarks/storage_overhead.py; without the retry about half of such workers failed)."""
-    assert _open_at_once(f"sqlite:///{tmp_path / 'new.db'}") == ["ok"] * 8
+    benchmarks/storage_overhead.py; without the retry most rounds of 4 such workers had one fail)."""
+    assert _open_at_once(f"sqlite:///{tmp_path / 'new.db'}") == ["ok"] * 4
 
 
 # The first trial to start (the first worker's) trains slowly; every later one is quick.
