@@ -99,8 +99,12 @@ REGULARIZERS = {
     "l2": {"weight_decay": {**LOG_RANGE, "low": 1.0e-5, "high": 1.0e-2}},
     "dropout": {"dropout": {"type": "float", "low": 0.1, "high": 0.5}},
     "label_smoothing": {"label_smoothing": {"type": "float", "low": 0.01, "high": 0.2}},
-    "noise": {"augment": "noise", "noise_std": {"type": "float", "low": 0.05, "high": 0.5}},
 }
+# The augmentation the setup phase tries with few images per class (crop, studies/setup.yaml)
+# and the regularization phase's noise: one setting, so one categorical here.
+AUGMENTS = {"choices": ["none", "crop", "noise"], "when": {
+    "noise": {"noise_std": {"type": "float", "low": 0.05, "high": 0.5}},
+}}
 SCHEDULERS = {
     "step": {"step_size": {"type": "int", "low": 5, "high": 15},
              "gamma": {"type": "float", "low": 0.1, "high": 0.5}},
@@ -129,6 +133,7 @@ CNN_KNOBS = {
     "conv_norm": {"choices": ["none", "batch"]},
 }
 TRAINING_KNOBS = {
+    "augment": AUGMENTS,
     "regularizer": {"choices": ["none", *REGULARIZERS], "when": REGULARIZERS},
     "scheduler": {"choices": ["none", "cosine", *SCHEDULERS], "when": SCHEDULERS},
     "warmup_epochs": {"type": "float", "low": 0.0, "high": 3.0},

@@ -34,6 +34,7 @@ class Adapted:
     spec: StudySpec
     skip: str | None = None
     not_searched: list[str] = field(default_factory=list)  # settings the model ignores
+    augmentation: str | None = None  # whether the `augment` axis is tried, and why
 
 
 def adapt(
@@ -82,9 +83,10 @@ def _narrowed(spec: StudySpec, contract: Contract) -> Adapted:
 
 
 def _compares(spec: StudySpec) -> bool:
-    """True when the file's search compares configurations; a one-point grid (the setup
-    phase's reference trial) still runs, at the model's own defaults."""
-    return spec.sampler.name != "grid" or spec.space.grid_size() > 1
+    """True when the file's search compares configurations. The setup phase's reference
+    trial (and any one-point grid) still runs, at the model's own defaults."""
+    one_point = spec.sampler.name == "grid" and spec.space.grid_size() == 1
+    return spec.phase != "setup" and not one_point
 
 
 def _checked(spec: StudySpec, contract: Contract, config: TrainConfig) -> StudySpec:
@@ -131,6 +133,44 @@ def _refined(adapted: Adapted, chosen: Chosen) -> Adapted:
     edge_steps = MAX_EDGE_STEPS if spec.sampler.name == "grid" else 0
     adapted.spec = spec.with_space(spec.space.resolve_refinements(value, edge_steps))
     return adapted
+
+
+def try_augmentation(
+    spec: StudySpec, overrides: Mapping[str, Any], data: Callable[[], DataSplits],
+) -> tuple[StudySpec, str | None]:
+    """PROTOCOL.md phase 1: "few images per class -> data augmentation at once" [000].
+
+    A phase with `few_images_per_class: N` tries its `augment` values only on image data
+    (C, H, W) with fewer than N training images per class; otherwise, or when `--set augment`
+    pins it, the axis is dropped and the phase runs without it. Returns the spec and a line
+    saying which, with the count. The selection then keeps augmentation only where it wins:
+    a translation that helps 28x28 digits wrecks 8x8 ones (the sources name no threshold).
+    """
+    few = spec.few_images_per_class
+    if few is None or spec.space is None or "augment" not in spec.space.sampled_settings():
+        return spec, None
+    if "augment" in overrides:
+        return _without_augment(spec), f"augmentation pinned: --set augment={overrides['augment']}"
+    splits = data()
+    per_class = len(splits.train) / max(1, splits.num_classes)
+    counted = f"{per_class:,.0f} training images per class"
+    if len(splits.input_shape) != 3:
+        return _without_augment(spec), "augmentation not tried: the inputs are not images"
+    if per_class >= few:
+        return _without_augment(spec), f"augmentation not tried: {counted} (few: under {few:,})"
+    return spec, f"augmentation tried: {counted}, under {few:,} [000]"
+
+
+def without_pinned_augment(spec: StudySpec, overrides: Mapping[str, Any]) -> StudySpec:
+    """The spec without its `augment` axis when `--set augment` pins what the axis tries."""
+    if spec.few_images_per_class is None or "augment" not in overrides or spec.space is None:
+        return spec
+    return _without_augment(spec)
+
+
+def _without_augment(spec: StudySpec) -> StudySpec:
+    space, _ = spec.space.restricted(lambda setting: setting != "augment")
+    return spec.with_space(space)
 
 
 def check_overrides(spec: StudySpec, overrides: Mapping[str, Any], contract: Contract) -> None:

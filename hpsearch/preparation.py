@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
-from hpsearch.adapt import Adapted, adapt, check_overrides, check_task
+from hpsearch.adapt import Adapted, adapt, check_overrides, check_task, try_augmentation
 from hpsearch.config import resolve_config
 from hpsearch.errors import StudyMismatchError
 from hpsearch.objective import StudyObjective
@@ -35,6 +35,7 @@ ATTR_DESCRIPTION = "description"
 ATTR_PHASE = "phase"
 ATTR_LR_RANGE = "lr_range"  # recorded by `hpsearch lr-find --record`: {low, suggested, high}
 ATTR_NOT_SEARCHED = "not_searched"  # settings of the phase's space the model does not read
+ATTR_AUGMENTATION = "augmentation"  # whether the setup phase tried augmentation, and why
 
 
 @dataclass
@@ -48,6 +49,7 @@ class PreparedStudy:
     skip: str | None = None  # why the phase has nothing to search for this model
     not_searched: list[str] = field(default_factory=list)  # settings the model ignores
     longer: LongerTraining | None = None  # more epochs: the inherited choice is undertrained
+    augmentation: str | None = None  # whether the phase tries augmentation, and why
 
 
 def stored_name_function(tag: str | None) -> Callable[[str], str]:
@@ -68,7 +70,8 @@ def prepare_study(
     if spec.path is not None:
         add_import_root(spec.path.parent)  # factories resolve from the study file's folder
     existing = open_storage(url) if storage_exists(url) else None
-    inheritance = inherit(list(spec.inherits), existing, stored_name, where=str(spec.path))
+    inheritance = inherit(list(spec.inherits), existing, stored_name, where=str(spec.path),
+                          if_run=list(spec.inherits_if_run))
     objective = StudyObjective(spec, dict(overrides), inherited=inheritance.config)
     adapted = _adapted(spec, objective, existing, stored_name)
     spec = objective.spec = adapted.spec
@@ -85,8 +88,10 @@ def prepare_study(
     study.set_user_attr(ATTR_INHERITED, inheritance.to_dict())
     study.set_user_attr(ATTR_NOT_SEARCHED, adapted.not_searched)
     study.set_user_attr(ATTR_TRAIN_LONGER, longer.to_dict() if longer else None)
+    if adapted.augmentation is not None:
+        study.set_user_attr(ATTR_AUGMENTATION, adapted.augmentation)
     return PreparedStudy(spec, objective, study, inheritance, adapted.skip, adapted.not_searched,
-                         longer)
+                         longer, adapted.augmentation)
 
 
 def _adapted(spec, objective, storage, stored_name) -> Adapted:
@@ -101,12 +106,16 @@ def _adapted(spec, objective, storage, stored_name) -> Adapted:
     def chosen(parent: str) -> dict | None:
         return stored_choice(storage, stored_name(parent)) if storage is not None else None
 
-    def input_shape() -> tuple[int, ...]:  # the data are cached: trials load them again free
-        return load_data(config, resolve_device(config.device)).input_shape
+    def data():  # the data are cached: trials load them again free
+        return load_data(config, resolve_device(config.device))
 
     # `--set model=...` pins the model: a phase that may choose the family then does not.
     pinned = "model" in objective.overrides
-    adapted = adapt(spec, config, contract, chosen, None if pinned else input_shape)
+    adapted = adapt(spec, config, contract, chosen,
+                    None if pinned else (lambda: data().input_shape))
+    if adapted.skip is None:
+        adapted.spec, adapted.augmentation = try_augmentation(
+            adapted.spec, objective.overrides, data)
     check_overrides(adapted.spec, objective.overrides, contract)
     return adapted
 

@@ -69,6 +69,7 @@ class RunSummary:
     choice: dict[str, Any] | None = None  # the phase's choice, as stored on the study
     not_searched: list[str] = field(default_factory=list)  # settings the model ignores
     longer: str | None = None  # "epochs 20 -> 40 (...)": the inherited choice is undertrained
+    augmentation: str | None = None  # "augmentation tried: 300 training images per class..."
     warnings: list[str] = field(default_factory=list)  # e.g. a worker killed after the budget
     spec: StudySpec | None = field(default=None, repr=False)  # as the run resolved it
 
@@ -116,7 +117,8 @@ def run_study(
     budget = trial_budget(spec, trials)
     summary = RunSummary(optuna_study.study_name, mask_url(url), budget, _finished(optuna_study),
                          not_searched=prepared.not_searched,
-                         longer=prepared.longer.line() if prepared.longer else None, spec=spec)
+                         longer=prepared.longer.line() if prepared.longer else None,
+                         augmentation=prepared.augmentation, spec=spec)
     skip = prepared.skip or precondition_failure(spec.precondition, prepared.inheritance)
     if skip is not None:
         # What it started from: a skipped phase trains nothing, so it passes on no extension.

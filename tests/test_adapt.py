@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpsearch.adapt import adapt
+from hpsearch.adapt import adapt, try_augmentation
 from hpsearch.config import TrainConfig
 from hpsearch.spec import load_study_spec
 from hpsearch.spec.catalog import bundled_dir
@@ -69,10 +69,10 @@ def test_regularization_drops_what_the_model_does_not_read():
 
 def test_the_setup_phase_still_runs_its_reference_trial_at_the_models_defaults():
     spec = load_study_spec(bundled_dir() / "setup.yaml")
-    config = TrainConfig(fit="hp_adapt:cnn")  # a "hook" that reads no lr
+    config = TrainConfig(fit="hp_adapt:cnn")  # a "hook" that reads no lr, augments nothing
     result = adapt(spec, config, contract_for(config), lambda parent: None)
     assert result.skip is None and result.spec.space.grid_size() == 1
-    assert result.not_searched == ["lr"]
+    assert result.not_searched == ["lr", "augment"]
 
 
 def test_a_refinement_around_a_skipped_parent_is_skipped():
@@ -123,3 +123,42 @@ def test_a_family_choice_needs_each_familys_space():
         parse_study_spec({**data, "families": ["resnet", "mlp"]}, "x.yaml", name="x")
     with pytest.raises(SpecError, match=r"^x\.yaml: families: must list two families or more"):
         parse_study_spec({**data, "families": ["mlp"]}, "x.yaml", name="x")
+
+
+def splits(per_class: int, shape: tuple[int, ...], classes: int = 10):
+    """Stand-in data: `per_class` training samples of each class, inputs of `shape`."""
+    import torch
+
+    from hpsearch.train.splits import DataSplits, TensorSplit
+
+    y = torch.arange(classes).repeat(per_class)
+    train = TensorSplit(torch.zeros(len(y), *shape), y)
+    return DataSplits(train, train, None, classes, shape)
+
+
+@pytest.mark.parametrize("per_class, shape, tried, line", [
+    (300, (1, 28, 28), True, "augmentation tried: 300 training images per class, under 1,000 "
+                             "[000]"),
+    (5400, (1, 28, 28), False, "augmentation not tried: 5,400 training images per class "
+                               "(few: under 1,000)"),
+    (300, (64,), False, "augmentation not tried: the inputs are not images"),
+])
+def test_the_setup_phase_tries_augmentation_only_with_few_images_per_class(
+        per_class, shape, tried, line):
+    spec = load_study_spec(bundled_dir() / "setup.yaml")
+    narrowed, said = try_augmentation(spec, {}, lambda: splits(per_class, shape))
+    assert ("augment" in narrowed.space.sampled_settings()) is tried
+    assert narrowed.trials == (2 if tried else 1)  # the reference, and it augmented
+    assert said == line
+
+
+def test_set_augment_pins_it_without_loading_the_data():
+    spec = load_study_spec(bundled_dir() / "setup.yaml")
+    narrowed, said = try_augmentation(spec, {"augment": "none"}, lambda: pytest.fail("loaded"))
+    assert "augment" not in narrowed.space.sampled_settings()
+    assert said == "augmentation pinned: --set augment=none"
+
+
+def test_a_phase_without_few_images_per_class_keeps_its_augment_axis():
+    spec = load_study_spec(bundled_dir() / "regularization.yaml")
+    assert try_augmentation(spec, {}, lambda: pytest.fail("loaded")) == (spec, None)

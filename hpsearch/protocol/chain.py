@@ -55,12 +55,16 @@ def inherit(
     storage: optuna.storages.BaseStorage | None,
     stored_name: Callable[[str], str],
     where: str,
+    if_run: list[str] = (),
 ) -> Inheritance:
-    """Merge the chosen configurations of `parents`, in order (later parents win)."""
+    """Merge the chosen configurations of `parents`, then of those `if_run` parents that have
+    a choice, in order (later parents win). A missing required parent is an error."""
     inheritance = Inheritance()
-    for parent in parents:
+    for parent in [*parents, *if_run]:
         name = stored_name(parent)
         choice = stored_choice(storage, name) if storage is not None else None
+        if choice is None and parent in if_run:
+            continue  # not run yet: the phase starts from its own base
         if choice is None:
             raise UsageError(
                 f"{where}: inherits `{name}`, which has no chosen trial yet; fix: run "

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import optuna
 
-from hpsearch.adapt import refuse_searched, searched_for
+from hpsearch.adapt import refuse_searched, searched_for, without_pinned_augment
 from hpsearch.config import RUNTIME_ONLY_KEYS, resolve_config
 from hpsearch.errors import StudyMismatchError
 from hpsearch.preparation import ATTR_FIXED, stored_name_function
@@ -27,7 +27,7 @@ def refuse_searched_overrides(specs: Sequence[StudySpec], overrides: Mapping[str
         model = overrides.get("model") or spec.base.get("model") or "mlp"
         chosen = searched_for(spec, str(model)) if spec.phase != "test" else None
         if chosen is not None:
-            refuse_searched(chosen, overrides)
+            refuse_searched(without_pinned_augment(chosen, overrides), overrides)
 
 
 def refuse_stored_conflicts(

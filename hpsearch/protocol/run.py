@@ -122,7 +122,7 @@ def _run_phase(phase, spec, storage, overrides, trials_scale, tag, observer) -> 
 
 def _blocked(phase, spec, without_choice, tag) -> PhaseOutcome | None:
     """A phase whose parent has no choice cannot start: say which parent, and why."""
-    parent = next((p for p in spec.inherits if p in without_choice), None)
+    parent = next((p for p in spec.parents() if p in without_choice), None)
     if parent is None:
         return None
     name = stored_name_function(tag)(spec.name)
@@ -180,6 +180,8 @@ def _outcome(phase: str, summary: RunSummary) -> PhaseOutcome:
     line = choice_line(summary.choice)
     if summary.longer:  # the phase trains longer than asked: say so
         line = f"{summary.longer}; {line}"
+    if summary.augmentation:  # the setup phase: whether it tried augmentation, and why
+        line = f"{summary.augmentation}; {line}"
     if summary.not_searched:  # the phase searched less than its file: say what and why
         line += f"; not searched, the model does not read them: {', '.join(summary.not_searched)}"
     return PhaseOutcome(phase, summary.study_name, status, line, summary)

@@ -23,6 +23,10 @@ The protocol fields (PROTOCOL.md) say how the phase picks its winner:
     train_longer: {factor: 2, max_epochs: 80, patience: 10}
                                             more epochs when the inherited choice is
                                             undertrained, early stopping on a plateau
+    inherits_if_run: [setup]                parents whose choice is used once they have
+                                            run; before that the phase starts from base
+    few_images_per_class: 1000              the `augment` axis is tried only on image
+                                            data with fewer training images per class
 
 Every problem is ONE `SpecError` naming the file, the field, the value and the fix.
 """
@@ -84,6 +88,7 @@ class _StudyFile(BaseModel):
     description: str = ""
     phase: str | None = None
     inherits: list[str] = Field(default_factory=list)  # earlier studies (chaining: later)
+    inherits_if_run: list[str] = Field(default_factory=list)
     base: Any = Field(default_factory=dict)
     objective: Any
     eliminate: list[str] = Field(default_factory=list)
@@ -93,6 +98,7 @@ class _StudyFile(BaseModel):
     keep_tolerance: float = Field(0.0, ge=0)
     follow: list[str] = Field(default_factory=list)
     train_longer: Any = None
+    few_images_per_class: int | None = Field(None, ge=1)
     sampler: Any = Field(default_factory=dict)
     pruner: Any = None
     trials: int | None = Field(None, ge=1, le=MAX_TRIALS)
@@ -124,6 +130,9 @@ class StudySpec(BaseModel):
     # `families: [mlp, cnn]`: the space that also chooses the model family, for image data.
     family_space: SearchSpace | None = None
     inherits: list[str] = Field(default_factory=list)
+    # Parents whose choice is inherited once they have run; until then the phase starts from
+    # its base, so it also runs on its own (the LR phases after `setup`).
+    inherits_if_run: list[str] = Field(default_factory=list)
     eliminate: list[str] = Field(default_factory=list)  # lr_verdict reasons that prune
     selection: list[SelectionSpec] = Field(default_factory=list)  # in order; first is main
     precondition: str = "none"  # none | overfits | sound: when the phase applies
@@ -134,6 +143,9 @@ class StudySpec(BaseModel):
     follow: list[str] = Field(default_factory=list)
     # More epochs (and early stopping) when the inherited choice is undertrained [000].
     train_longer: TrainLongerSpec | None = None
+    # Few images per class: augmentation at once [000]. The space's `augment` axis is tried
+    # only on image data with fewer training images per class than this (adapt.py).
+    few_images_per_class: int | None = None
     file: str = ""  # how messages name the study file
 
     def fixed_values(self) -> dict[str, Any]:
@@ -179,6 +191,10 @@ class StudySpec(BaseModel):
             space = space.follow(setting, values[setting])
         return self.with_space(space)
 
+    def parents(self) -> list[str]:
+        """Every study this one starts from: `inherits`, then `inherits_if_run`."""
+        return [*self.inherits, *self.inherits_if_run]
+
     def chosen_space(self) -> SearchSpace:
         """`space`, or a UsageError while a `spaces` file has no space chosen yet."""
         if self.space is None:
@@ -213,11 +229,13 @@ def parse_study_spec(
     pruner = parse_pruner(_pruner_data(top.pruner, objective), file)
     check_multi_objective(len(objective.metrics), sampler, pruner, file)
     space, spaces, uses_declared = _spaces(top, base, sampler, file)
+    _check_augment_axis(top.few_images_per_class, space, file)
     return StudySpec(
         name=name, path=path, description=top.description, phase=top.phase, base=base,
         objective=objective, sampler=sampler, pruner=pruner,
         trials=_trials(top.trials, sampler, space), declared_trials=top.trials, space=space,
-        spaces=spaces, uses_declared=uses_declared, inherits=top.inherits, file=file,
+        spaces=spaces, uses_declared=uses_declared, inherits=top.inherits,
+        inherits_if_run=top.inherits_if_run, file=file,
         family_space=parse_family_choice(top.families, top.spaces, file), **protocol,
     )
 
@@ -231,6 +249,7 @@ def _protocol_fields(top: _StudyFile, objective: ObjectiveSpec, file: str) -> di
         "keep_tolerance": top.keep_tolerance,
         "follow": parse_follow(top.follow, file),
         "train_longer": parse_train_longer(top.train_longer, file),
+        "few_images_per_class": top.few_images_per_class,
     }
 
 
@@ -245,6 +264,13 @@ def _spaces(
         _check_base_and_space(base, each, file)
         _trials(top.trials, sampler, each)  # a grid sampler checks that each is a grid
     return space, spaces, uses_declared
+
+
+def _check_augment_axis(few: int | None, space: SearchSpace | None, file: str) -> None:
+    """`few_images_per_class` says when to try the space's `augment` values: it needs them."""
+    if few is not None and (space is None or "augment" not in space.sampled_settings()):
+        raise SpecError(file, "few_images_per_class", "needs an `augment` axis in `space`", few,
+                        "add `augment: {values: [none, crop]}` to `space`, or drop the field")
 
 
 def _check_required(given: Mapping[str, Any], file: str) -> None:

@@ -46,8 +46,15 @@ BAD_STUDIES = [
         "unknown top-level key",
         OBJECTIVE + SPACE + "trails: 30\n",
         "trails: unknown key `trails`; fix: did you mean trials? use one of: description, "
-        "phase, inherits, base, objective, eliminate, selection, precondition, baseline, "
-        "keep_tolerance, follow, train_longer, sampler, pruner, trials, space, spaces, families",
+        "phase, inherits, inherits_if_run, base, objective, eliminate, selection, precondition, "
+        "baseline, keep_tolerance, follow, train_longer, few_images_per_class, sampler, pruner, "
+        "trials, space, spaces, families",
+    ),
+    (
+        "few_images_per_class without an augment axis",
+        OBJECTIVE + SPACE + "few_images_per_class: 1000\n",
+        "few_images_per_class: needs an `augment` axis in `space` (got 1000); fix: add "
+        "`augment: {values: [none, crop]}` to `space`, or drop the field",
     ),
     (
         "unknown key inside a range",
