@@ -10,6 +10,7 @@ records losses only.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Callable, Iterator
 
@@ -65,14 +66,16 @@ def resolve_device(name: str) -> torch.device:
 def train(
     config: TrainConfig, data: DataSplits, device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
+    *, tensorboard: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Train as `fit` does and return only the epoch history."""
-    return fit(config, data, device, on_epoch)[1]
+    return fit(config, data, device, on_epoch, tensorboard=tensorboard)[1]
 
 
 def fit(
     config: TrainConfig, data: DataSplits, device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
+    *, tensorboard: str | os.PathLike | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Train `config.model` on `data.train` for `config.epochs` epochs; return (model, history).
 
@@ -85,7 +88,9 @@ def fit(
     each epoch validates on that fixed stratified subset and the peak epoch's weights are
     validated on the whole split at the end (train/validation.py). With `config.patience`,
     training stops after that many epochs without a new validation peak and the model
-    returned has the peak epoch's weights (else its last ones).
+    returned has the peak epoch's weights (else its last ones). With `tensorboard`, a folder
+    (one per run), the run's TensorBoard event files are written there (train/tensorboard.py
+    [001]); the training itself is the same with or without.
     """
     device = torch.device(device)
     check_augment(config, data.input_shape)
@@ -100,27 +105,44 @@ def fit(
     subset = per_epoch_val is not data.val
     peak = PeakKeeper(keep_weights=subset or config.patience > 0)
     history: list[dict] = []
-    for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        train_loss, train_acc = _train_epoch(step, batches, config, generator, device)
-        val_loss, val_acc = evaluate(model, per_epoch_val, config, device, step.loss)
-        peak.offer(model, epoch, val_loss, val_acc)
-        history.append(_record(
-            epoch, train_loss, train_acc, val_loss, val_acc,
-            lr=config.lr * lr_factor(config, epoch * len(batches) - 1, len(batches)),
-            seconds=time.perf_counter() - start,  # .item() above synchronised the device
-        ))
-        if not math.isfinite(train_loss):
-            raise Diverged(epoch, history)
-        if on_epoch is not None:
-            on_epoch(history[-1])
-        if config.patience and peak.stale_for(epoch) >= config.patience:
-            break  # early stopping: `patience` epochs without a new validation peak
+    log = _run_logger(tensorboard, model, data, step, config, device)  # None when not asked
+    try:
+        for epoch in range(1, config.epochs + 1):
+            start = time.perf_counter()
+            train_loss, train_acc = _train_epoch(step, batches, config, generator, device)
+            val_loss, val_acc = evaluate(model, per_epoch_val, config, device, step.loss)
+            peak.offer(model, epoch, val_loss, val_acc)
+            history.append(_record(
+                epoch, train_loss, train_acc, val_loss, val_acc,
+                lr=config.lr * lr_factor(config, epoch * len(batches) - 1, len(batches)),
+                seconds=time.perf_counter() - start,  # .item() above synchronised the device
+            ))
+            if log is not None:
+                log.log_epoch(history[-1])
+            if not math.isfinite(train_loss):
+                raise Diverged(epoch, history)
+            if on_epoch is not None:
+                on_epoch(history[-1])
+            if config.patience and peak.stale_for(epoch) >= config.patience:
+                break  # early stopping: `patience` epochs without a new validation peak
+    finally:
+        if log is not None:
+            log.close()  # before the peak's weights come back: it snapshots the last epoch's
     if subset and peak.state is not None:
         _validate_peak_fully(model, peak, data.val, config, device, step.loss, history)
     if config.patience and peak.state is not None:
         model.load_state_dict(peak.state)  # early stopping keeps the peak's weights
     return model, history
+
+
+def _run_logger(directory, model, data: DataSplits, step: TrainStep, config, device):
+    """The run's TensorBoard logger [001], or None without a folder: then tensorboard is not
+    even imported."""
+    if directory is None:
+        return None
+    from hpsearch.train.tensorboard import RunLogger
+
+    return RunLogger(directory, model, data.train, step.loss, config.epochs, device)
 
 
 def _validate_peak_fully(model, peak: PeakKeeper, split: Split, config, device, loss, history):
