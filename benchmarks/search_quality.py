@@ -65,16 +65,16 @@ from typing import Any, Iterable, Mapping
 import torch
 from optuna.trial import TrialState
 
+from hpsearch import records
 from hpsearch.adapt import adapt
 from hpsearch.config import resolve_config
 from hpsearch.errors import UsageError
 from hpsearch.metrics import metric_value
-from hpsearch.preparation import stored_name_function
-from hpsearch.protocol.run import run_protocol
-from hpsearch.protocol.test_phase import run_test
-from hpsearch.results import load_study
+from hpsearch.phases.protocol import run_protocol
+from hpsearch.phases.test_set import run_test
 from hpsearch.runner import run_study
 from hpsearch.spec import load_study_spec, parse_study_spec
+from hpsearch.storage import load_study, study_name
 from hpsearch.train import evaluate, fit, load_data, resolve_device
 from hpsearch.train.contract import contract_for
 from hpsearch.train.sources import BUILTIN_DATASETS
@@ -197,14 +197,14 @@ def protocol_overrides(space: str, overrides: dict) -> dict:
 
 def trial_epochs(study) -> int:
     """Epochs every trial of `study` ran (pruned and failed trials: the epochs they ran)."""
-    return sum(len(t.user_attrs.get("history", [])) for t in study.get_trials(deepcopy=False))
+    return sum(records.epochs_run(t) for t in study.get_trials(deepcopy=False))
 
 
 def trial_val_acc(trial) -> float | None:
     """The trial's best validation accuracy: its stored criterion, else its history's peak."""
-    value = (trial.user_attrs.get("criteria") or {}).get("best_val_acc")
+    value = records.read_criteria(trial).best_val_acc
     if value is None:
-        accs = [r["val_acc"] for r in trial.user_attrs.get("history", [])
+        accs = [r.val_acc for r in records.read_history(trial)
                 if r.get("val_acc") is not None]
         value = max(accs) if accs else None
     return value
@@ -219,7 +219,7 @@ def anytime_curve(studies: Iterable) -> list[dict]:
     trials.sort(key=lambda t: (t.datetime_complete, t.number))
     curve, spent, best = [], 0, None
     for trial in trials:
-        spent += len(trial.user_attrs.get("history", []))
+        spent += records.epochs_run(trial)
         value = trial_val_acc(trial) if trial.state == TrialState.COMPLETE else None
         if value is not None and (best is None or value > best):
             best = value
@@ -284,23 +284,23 @@ def run_protocol_arm(url: str, overrides: dict, seed: int, trials_scale: float,
                             overrides=protocol_overrides(space, overrides),
                             trials_scale=trials_scale, tag=tag)
     ran = [o for o in outcomes if o.status not in ("tested", "blocked")]  # blocked: not stored
-    studies = [load_study(o.study, url) for o in ran]
+    studies = [load_study(url, o.study) for o in ran]
     search = sum(trial_epochs(study) for study in studies)
-    choice = load_study(stored_name_function(tag)("final"), url).user_attrs["selection"]
+    choice = records.read_choice(load_study(url, study_name("final", tag)))
     test = outcomes[-1].test
-    return {"val_acc": choice["criteria"]["best_val_acc"], "test_acc": test["test_acc"],
-            "epochs": search + test["epochs"], "search_epochs": search,
+    return {"val_acc": choice.criteria["best_val_acc"], "test_acc": test.test_acc,
+            "epochs": search + test.epochs, "search_epochs": search,
             "trials": sum(len(s.trials) for s in studies), "curve": anytime_curve(studies),
-            "config": choice["config"], "phases": [_phase_row(o, url) for o in ran]}
+            "config": choice.config, "phases": [_phase_row(o, url) for o in ran]}
 
 
 def _phase_row(outcome, url: str) -> dict:
     """What one phase did and the validation accuracy of the choice it passed on: the
     difference a phase made is read between consecutive rows."""
-    choice = load_study(outcome.study, url).user_attrs.get("selection") or {}
+    choice = records.read_choice(load_study(url, outcome.study)) or records.PhaseChoice(None)
     return {"phase": outcome.phase, "status": outcome.status,
-            "kept_baseline": bool(choice.get("kept_baseline")),
-            "val_acc": (choice.get("criteria") or {}).get("best_val_acc")}
+            "kept_baseline": choice.kept_baseline,
+            "val_acc": choice.criteria.get("best_val_acc")}
 
 
 def run_flat_arm(arm: str, url: str, overrides: dict, seed: int, budget: int,
@@ -312,15 +312,15 @@ def run_flat_arm(arm: str, url: str, overrides: dict, seed: int, budget: int,
     epochs_per_trial = int(epochs_per_trial or spec.base["epochs"])
     run_study(spec, trials=10**6, storage=url, overrides=overrides, name=name,
               observer=EpochBudget(budget, epochs_per_trial))
-    study = load_study(name, url)
-    choice = study.user_attrs["selection"]
+    study = load_study(url, name)
+    choice = records.read_choice(study)
     runtime = {k: v for k, v in overrides.items() if k in ("device", "data_dir")}
     test = run_test(name, url, overrides=runtime)
     search = trial_epochs(study)
-    return {"val_acc": choice["criteria"]["best_val_acc"], "test_acc": test["test_acc"],
-            "epochs": search + test["epochs"], "search_epochs": search,
+    return {"val_acc": choice.criteria["best_val_acc"], "test_acc": test.test_acc,
+            "epochs": search + test.epochs, "search_epochs": search,
             "trials": len(study.trials), "curve": anytime_curve([study]),
-            "config": choice["config"]}
+            "config": choice.config}
 
 
 def arm_overrides(args, seed: int) -> dict:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from dataclasses import replace
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch

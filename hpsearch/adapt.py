@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError, SpecError, UsageError
 from hpsearch.metrics import METRICS
+from hpsearch.records import PhaseChoice
 from hpsearch.spec import MissingSpace, SearchSpace, StudySpec
 from hpsearch.spec._params import walk
 from hpsearch.spec._refine import MAX_EDGE_STEPS
@@ -24,7 +25,7 @@ from hpsearch.train.losses import CUSTOM, REGRESSION, task_of
 from hpsearch.train.registry import declared_space, resolve_factory
 from hpsearch.train.splits import DataSplits, TensorSplit
 
-Chosen = Callable[[str], dict | None]  # parent study name -> its stored choice
+Chosen = Callable[[str], PhaseChoice | None]  # parent study name -> its stored choice
 
 
 @dataclass
@@ -114,19 +115,19 @@ def _refined(adapted: Adapted, chosen: Chosen) -> Adapted:
     spec = adapted.spec
     for refinement in spec.space.refinements():
         choice = chosen(refinement.parent)
-        if choice is not None and choice.get("skipped"):
+        if choice is not None and choice.skipped:
             adapted.skip = (f"it refines `{refinement.setting}` around study "
-                            f"`{refinement.parent}`, which was skipped ({choice['reason']})")
+                            f"`{refinement.parent}`, which was skipped ({choice.reason})")
             return adapted
 
     def value(parent: str, setting: str) -> Any:
         choice = chosen(parent)
-        if choice is None or setting not in choice.get("config", {}):
+        if choice is None or setting not in choice.config:
             raise UsageError(
                 f"{spec.path}: space.{setting}: refines `{parent}`, which has no chosen trial "
                 f"yet; fix: run `hpsearch run --study {parent}` first"
             )
-        return choice["config"][setting]
+        return choice.config[setting]
 
     # A grid may extend at its edges (protocol/edges.py): its refine nodes' ranges hold the
     # values that far beyond the grid from the first trial on.

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ class TrainConfig:
     # standard error at 0.22 points at 95% accuracy (train/validation.py).
     val_subset: int = 10_000
     split_seed: int = 0  # fixed seed of the train/validation carving: same split every trial
+
     # A torch `Dataset` split streams through a DataLoader; tensor splits need none of these.
     num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
     pin_memory: bool = False  # page-locked host batches: faster, asynchronous copies to CUDA
@@ -196,6 +199,33 @@ FIELD_TYPES: dict[str, Any] = {f.name: f.type for f in dataclasses.fields(TrainC
 _HINTS = typing.get_type_hints(TrainConfig)
 # Dict-valued settings whose keys may be addressed as `model_args.hidden=64`.
 DICT_FIELDS = frozenset(name for name, hint in _HINTS.items() if hint is dict)
+
+
+def setting_notes() -> dict[str, str]:
+    """Each setting's meaning, unit and source, read from TrainConfig's own comments (one
+    source for the code and `hpsearch settings`): the comment on its line, the comment lines
+    right under it, and a comment block right above a field whose line has none (or a block
+    that opens a section or follows a blank line, put before its own comment)."""
+    notes: dict[str, list[str]] = {}
+    block: list[str] = []  # comment lines not yet given to a field
+    last: str | None = None  # the field the block would continue
+    for line in inspect.getsource(TrainConfig).splitlines():
+        text = line.strip()
+        if text.startswith("# ---") or not text:
+            block, last = [], None  # a section or a blank line: what follows is the next one's
+        elif text.startswith("#"):
+            block.append(text.lstrip("# "))
+        elif (match := _FIELD.match(text)) is not None:
+            name, comment = match.group(1), match.group(2)
+            if last is not None and block and comment:
+                notes[last] += block  # the lines under the previous field continued it
+                block = []
+            notes[name] = [*block, *([comment] if comment else [])]
+            block, last = [], name
+    return {name: " ".join(lines) for name, lines in notes.items()}
+
+
+_FIELD = re.compile(r"^(\w+): [^#]*?(?:#\s*(.*))?$")
 
 
 def field_names() -> list[str]:

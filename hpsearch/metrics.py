@@ -102,8 +102,8 @@ METRICS: dict[str, Metric] = {
                keys=("train_loss", "val_loss")),
         # BatchNorm criterion 1 and optimizer criterion 2: stability [000].
         Metric("stability", "minimize", lambda h: _finite_or_inf(criteria.stability(h)),
-               "roughness of the validation-accuracy curve, of the validation loss without "
-               "accuracy (lower is stabler)", keys=("val_loss",)),
+               "roughness of the validation-accuracy curve (of the validation loss without "
+               "accuracy; lower is stabler)", keys=("val_loss",)),
         # BatchNorm criterion 2: convergence speed [000].
         Metric("convergence_epochs", "minimize",
                lambda h: _finite_or_inf(criteria.convergence_epochs(h)),

@@ -8,37 +8,28 @@ user attributes, so curves can be drawn and any run reproduced from storage alon
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch import interrupt, records
+from hpsearch.checkpoints import Candidates
 from hpsearch.config import RUNTIME_ONLY_KEYS, TrainConfig, resolve_config
-from hpsearch import interrupt
 from hpsearch.errors import HpsearchError, TrainingError, UserCodeError
 from hpsearch.metrics import METRICS, metric_value, require_metric
-from hpsearch.protocol.choice import ATTR_BASELINE, ATTR_CRITERIA
 from hpsearch.protocol.criteria import all_criteria
 from hpsearch.reports import EpochReports
-from hpsearch.storage import count_trials
 from hpsearch.spec import StudySpec
+from hpsearch.storage import count_trials
 from hpsearch.train import Diverged, load_data, train
 from hpsearch.train.user_code import crash_site, describe
+from hpsearch.versions import reproduction
 
-# Trial user attribute names (what optuna-dashboard and notebooks read).
-ATTR_CONFIG = "config"
-ATTR_HISTORY = "history"
-ATTR_REASON = "reason"  # why a trial was pruned: "diverged" or "pruned at epoch N"
-ATTR_ERROR = "error"  # why a trial failed: "ExceptionType: message (at file:line, in fn)"
-ATTR_ERROR_SITE = "error_site"  # where: the same site failing again is the same bug
-ATTR_WORKER = "worker"  # host:pid and device of the worker that ran the trial
-ATTR_REPEATS = "repeats"  # the earlier trial of the same configuration whose outcome it took
-ATTR_OVER_BUDGET = "over_budget"  # created after every slot of the budget was claimed
-ATTR_TWIN = "twin_of"  # sampled what another worker was training: its seed was the same
 # Twins in a row after which a worker trains the point anyway: on a space so small that
 # other workers hold every point, reseeding cannot help, and a repeat beats an endless loop.
 MAX_TWINS_IN_A_ROW = 3
@@ -56,8 +47,8 @@ def _same_configuration(trial: optuna.trial.Trial, config: TrainConfig,
     wanted = _what_it_computes(config.to_dict())
     finished = (t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
     for earlier in finished:
-        trained = _what_it_computes(earlier.user_attrs.get(ATTR_CONFIG, {}))
-        if ATTR_REPEATS not in earlier.user_attrs and trained == wanted:
+        trained = _what_it_computes(records.read_config(earlier))
+        if records.TrialFacts.of(earlier).repeats is None and trained == wanted:
             return earlier
     return None
 
@@ -66,20 +57,25 @@ def _running_twin(trial: optuna.trial.Trial, trials: list[FrozenTrial]) -> Froze
     """Another worker process's RUNNING trial with the same sampled parameters: workers
     started apart on an empty study (two terminals, compose replicas) get the same sampler
     seed, so they would train the same points in lockstep."""
-    if not trial.params or trial.user_attrs.get(ATTR_BASELINE):
+    if not trial.params or trial.user_attrs.get(records.BASELINE):
         return None
-    ours = trial.user_attrs.get(ATTR_WORKER, "").split()[0]
+    ours = _process(trial.user_attrs.get(records.WORKER))
     for other in (t for t in trials if t.state == TrialState.RUNNING):
-        worker = str(other.user_attrs.get(ATTR_WORKER, "")).split()
+        worker = _process(records.TrialFacts.of(other).worker)
         if (other.number != trial.number and other.params == trial.params
-                and worker and worker[0] != ours):
+                and worker and worker != ours):
             return other
     return None
 
 
 def _from_another_process(earlier: FrozenTrial, trial: optuna.trial.Trial) -> bool:
-    theirs = str(earlier.user_attrs.get(ATTR_WORKER, "")).split()
-    return bool(theirs) and theirs[0] != trial.user_attrs.get(ATTR_WORKER, "").split()[0]
+    theirs = _process(records.TrialFacts.of(earlier).worker)
+    return bool(theirs) and theirs != _process(trial.user_attrs.get(records.WORKER))
+
+
+def _process(worker: str | None) -> str:
+    """`host:pid` of a trial's `worker` record (`host:pid device`), or ""."""
+    return str(worker or "").partition(" ")[0]
 
 
 def _what_it_computes(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,6 +126,12 @@ class StudyObjective:
     # the queued trial first: it ends at once instead of training a random sample.
     queued: Mapping[str, Any] | None = None
     twins_in_a_row: int = 0
+    # Where a completed trial's weights are kept while it can still be chosen (None: not).
+    candidates: Candidates | None = None
+    # Hears each epoch of the trial this process trains (a progress bar): (trial, record).
+    epoch_listener: Callable[[int, dict], None] | None = None
+    # TensorBoard event files of every trial go under this folder (None: none are written).
+    tensorboard: Path | None = None
 
     def config_for(self, sampled: Mapping[str, Any], longer: bool = True) -> TrainConfig:
         """defaults < inherited < study base (+ fixed values) < sampled < --set < longer
@@ -154,7 +156,7 @@ class StudyObjective:
             raise self._crashed(trial, str(err), err.site) from err
         except (optuna.TrialPruned, HpsearchError, KeyboardInterrupt) as err:
             if isinstance(err, HpsearchError):
-                trial.set_user_attr(ATTR_ERROR, str(err))
+                records.write_fact(trial, records.ERROR, str(err))
             raise
         except Exception as err:  # a crash in the model's forward, CUDA out of memory...
             raise self._crashed(trial, describe(err), crash_site(err)) from err
@@ -164,18 +166,18 @@ class StudyObjective:
         however many workers ask at once (Optuna's own count overshoots by up to jobs - 1)."""
         if self.queued is not None:
             if any(trial.user_attrs.get(k) != v for k, v in self.queued.items()):
-                trial.set_user_attr(ATTR_OVER_BUDGET, True)
-                trial.set_user_attr(ATTR_REASON, "the queued trial it was to run was run by "
-                                                 "another worker")
+                records.write_fact(trial, records.OVER_BUDGET, True)
+                records.write_fact(trial, records.REASON, "the queued trial it was to run was "
+                                                          "run by another worker")
                 raise OverBudget(f"trial {trial.number}: another worker ran the queued trial")
             return
-        if self.budget is None or trial.user_attrs.get(ATTR_BASELINE):
+        if self.budget is None or trial.user_attrs.get(records.BASELINE):
             return
         taken = claims_before(trial.study, trial.number)
         if taken >= self.budget:
-            trial.set_user_attr(ATTR_OVER_BUDGET, True)
-            trial.set_user_attr(ATTR_REASON, f"over budget: {taken} of {self.budget} slots "
-                                             "were taken by earlier trials")
+            records.write_fact(trial, records.OVER_BUDGET, True)
+            records.write_fact(trial, records.REASON, f"over budget: {taken} of {self.budget} "
+                                                      "slots were taken by earlier trials")
             raise OverBudget(f"trial {trial.number}: the budget of {self.budget} is taken")
 
     def baseline_coordinates(self) -> dict[str, Any]:
@@ -188,33 +190,35 @@ class StudyObjective:
     def _sampled(self, trial: optuna.trial.Trial) -> dict[str, Any]:
         """The sampled settings. The baseline trial is the inherited configuration unchanged:
         it suggests only at its enqueued coordinates, where the space holds it."""
-        if not trial.user_attrs.get(ATTR_BASELINE):
+        if not trial.user_attrs.get(records.BASELINE):
             return self.spec.space.suggest(trial)
         if not self.baseline_coordinates():
             return {}
         sampled = self.spec.space.suggest(trial)  # the enqueued values: the inherited ones
         if self.config_for(sampled) != self.config_for({}):  # queued before the space held it
-            trial.set_user_attr(ATTR_BASELINE, False)
+            records.write_fact(trial, records.BASELINE, False)
         return sampled
 
     @staticmethod
     def _twin(trial: optuna.trial.Trial, twin: FrozenTrial) -> TwinTrial:
         trial.study.sampler.reseed_rng()  # from the OS: this process's sequence is its own now
-        trial.set_user_attr(ATTR_TWIN, twin.number)
-        trial.set_user_attr(ATTR_REASON, f"twin of trial {twin.number} (another worker with "
-                                         "the same sampler seed); sampler reseeded")
+        records.write_fact(trial, records.TWIN, twin.number)
+        records.write_fact(trial, records.REASON, f"twin of trial {twin.number} (another worker "
+                                                  "with the same sampler seed); sampler reseeded")
         return TwinTrial(f"trial {trial.number} repeats running trial {twin.number}")
 
     @staticmethod
     def _crashed(trial: optuna.trial.Trial, message: str, site: str) -> TrialCrashed:
-        trial.set_user_attr(ATTR_ERROR, message)
-        trial.set_user_attr(ATTR_ERROR_SITE, site)
+        records.write_fact(trial, records.ERROR, message)
+        records.write_fact(trial, records.ERROR_SITE, site)
         return TrialCrashed(f"trial {trial.number} failed: {message}", site)
 
     def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
         config = self.config_for(self._sampled(trial))
-        trial.set_user_attr(ATTR_CONFIG, config.to_dict())
-        trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{os.getpid()} {self.device}")
+        records.write_config(trial, config.to_dict())
+        records.write_fact(trial, records.WORKER, f"{socket.gethostname()}:{os.getpid()} "
+                                                  f"{self.device}")
+        records.write_reproduction(trial, reproduction(config, self.device))
         trials = trial.study.get_trials(deepcopy=False)  # one read for both checks below
         twin = (_running_twin(trial, trials) if self.twins_in_a_row < MAX_TWINS_IN_A_ROW
                 else None)
@@ -230,43 +234,57 @@ class StudyObjective:
         data = load_data(config, self.device)  # cached per worker process
         reports = EpochReports(trial, trials)
         try:
-            return self._train(config, data, reports)
+            return self._train(trial, config, data, reports)
         finally:
             reports.flush()  # however the trial ends, what it reported is stored before it ends
 
-    def _train(self, config: TrainConfig, data, reports: EpochReports) -> float | list[float]:
+    def _train(self, trial: optuna.trial.Trial, config: TrainConfig, data,
+               reports: EpochReports) -> float | list[float]:
         history: list[dict] = []
+        trained: list = []  # what a checkpoint needs, given once the run ended normally
         try:
-            train(config, data, self.device, on_epoch=self._reporter(reports, history))
+            train(config, data, self.device, on_epoch=self._reporter(reports, history),
+                  on_trained=trained.append if self.candidates else None,
+                  tensorboard=self._run_folder(trial))
         except Diverged as diverged:
-            reports.set_user_attr(ATTR_HISTORY, [_json_safe(r) for r in diverged.history])
-            reports.set_user_attr(ATTR_CRITERIA, trial_criteria(diverged.history))
-            reports.set_user_attr(ATTR_REASON, "diverged")
+            records.write_history(reports, diverged.history)
+            records.write_criteria(reports, trial_criteria(diverged.history))
+            records.write_fact(reports, records.REASON, "diverged")
             raise optuna.TrialPruned(f"diverged: non-finite train loss at epoch {diverged.epoch}")
         criteria = trial_criteria(history)
-        reports.set_user_attr(ATTR_CRITERIA, criteria)
+        records.write_criteria(reports, criteria)
         self._eliminate(reports, criteria)
         # A metric the history never reports (a hook without val_acc) is an error, not NaN.
         values = [require_metric(name, history) for name in self.spec.objective.metrics]
+        if trained:
+            baseline = bool(trial.user_attrs.get(records.BASELINE))
+            self.candidates.offer(trial, trained[0], config.to_dict(), criteria, baseline)
         return values[0] if len(values) == 1 else values
+
+    def _run_folder(self, trial: optuna.trial.Trial) -> Path | None:
+        """This trial's TensorBoard folder: <tensorboard>/<study>/trial-<N> [001]."""
+        if self.tensorboard is None:
+            return None
+        study = "".join(c if c.isalnum() or c in "-_@." else "_" for c in trial.study.study_name)
+        return self.tensorboard / study / f"trial-{trial.number}"
 
     def _repeat(self, trial: optuna.trial.Trial, earlier: FrozenTrial) -> float | list[float]:
         """The outcome of the earlier trial, without training: the seed is part of the
         configuration, so training again would only repeat it (TPE proposes a point again
         once it is sure of it, most often on a small categorical space: 2-3 of 12 trials
         in a refine-style search). The trial records which it repeats and has no curve."""
-        trial.set_user_attr(ATTR_REPEATS, earlier.number)
+        records.write_fact(trial, records.REPEATS, earlier.number)
         if earlier.state == TrialState.PRUNED:
-            trial.set_user_attr(ATTR_REASON, f"repeats trial {earlier.number}, pruned")
+            records.write_fact(trial, records.REASON, f"repeats trial {earlier.number}, pruned")
             raise optuna.TrialPruned(f"repeats trial {earlier.number}, which was pruned")
-        trial.set_user_attr(ATTR_CRITERIA, earlier.user_attrs.get(ATTR_CRITERIA, {}))
+        records.write_criteria(trial, records.read_criteria(earlier).to_dict())
         return earlier.values[0] if len(earlier.values) == 1 else list(earlier.values)
 
     def _eliminate(self, reports: EpochReports, criteria: Mapping[str, Any]) -> None:
         """PROTOCOL.md's eliminatory criteria: prune the trial with the verdict as reason."""
         verdict = criteria.get("lr_verdict")
         if verdict is not None and verdict in self.spec.eliminate:
-            reports.set_user_attr(ATTR_REASON, verdict)
+            records.write_fact(reports, records.REASON, verdict)
             raise optuna.TrialPruned(f"eliminated: {verdict}")
 
     def _reporter(self, reports: EpochReports, history: list[dict]):
@@ -277,13 +295,15 @@ class StudyObjective:
         def on_epoch(record: dict) -> None:
             interrupt.check()  # a user's fit hook or Lightning: the epoch is the safe point
             history.append(record)
-            reports.set_user_attr(ATTR_HISTORY, history)  # written with the next flush
+            records.write_history(reports, history)  # written with the next flush
+            if self.epoch_listener is not None:
+                self.epoch_listener(reports.trial.number, record)
             if not single:
                 return
             epoch = int(record["epoch"])
             reports.report(epoch, metric_value(metrics[0], history))
             if prunable and reports.should_prune():
-                reports.set_user_attr(ATTR_REASON, f"pruned at epoch {epoch}")
+                records.write_fact(reports, records.REASON, f"pruned at epoch {epoch}")
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         return on_epoch
@@ -294,11 +314,4 @@ def trial_criteria(history: list[dict]) -> dict[str, Any]:
     values: dict[str, Any] = dict(all_criteria(history))
     for name in METRICS:
         values[name] = metric_value(name, history)
-    return _json_safe(values)
-
-
-def _json_safe(record: Mapping[str, Any]) -> dict[str, Any]:
-    """NaN/inf become None: strict JSON readers (the dashboard's browser side) reject them."""
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
-    }
+    return records.json_safe(values)

@@ -11,31 +11,26 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import optuna
 
+from hpsearch import records
 from hpsearch.adapt import Adapted, adapt, check_overrides, check_task, try_augmentation
+from hpsearch.checkpoints import Candidates, artifact_dir
 from hpsearch.config import resolve_config
-from hpsearch.errors import StudyMismatchError
+from hpsearch.errors import StudyMismatchError, UsageError
 from hpsearch.objective import StudyObjective
-from hpsearch.protocol.chain import ATTR_INHERITED, Inheritance, inherit, stored_choice
-from hpsearch.protocol.longer import ATTR_TRAIN_LONGER, LongerTraining, longer_training
+from hpsearch.protocol.chain import Inheritance, merge
+from hpsearch.protocol.longer import LongerTraining, longer_training
+from hpsearch.records import PhaseChoice
 from hpsearch.spec import StudySpec, build_pruner, build_sampler
-from hpsearch.storage import open_storage, storage_exists
+from hpsearch.storage import Storage, connect, find_study, study_name
 from hpsearch.train import load_data, resolve_device
 from hpsearch.train.contract import contract_for
 from hpsearch.train.preflight import preflight
 from hpsearch.train.registry import add_import_root
-
-# Study user attributes.
-ATTR_FIXED = "fixed_settings"
-ATTR_STUDY_FILE = "study_file"
-ATTR_DESCRIPTION = "description"
-ATTR_PHASE = "phase"
-ATTR_LR_RANGE = "lr_range"  # recorded by `hpsearch lr-find --record`: {low, suggested, high}
-ATTR_NOT_SEARCHED = "not_searched"  # settings of the phase's space the model does not read
-ATTR_AUGMENTATION = "augmentation"  # whether the setup phase tried augmentation, and why
 
 
 @dataclass
@@ -54,24 +49,50 @@ class PreparedStudy:
 
 def stored_name_function(tag: str | None) -> Callable[[str], str]:
     """Study names in storage: `lr_adam`, or `lr_adam@TAG` for a tagged protocol run."""
-    return (lambda name: name) if not tag else (lambda name: f"{name}@{tag}")
+    return lambda name: study_name(name, tag)
+
+
+def stored_choice(storage: Storage | None, name: str) -> PhaseChoice | None:
+    """The choice stored on study `name`, or None if it has none (or does not exist)."""
+    study = find_study(storage, name) if storage is not None else None
+    return records.read_choice(study) if study is not None else None
+
+
+def inherit(spec: StudySpec, storage: Storage | None, stored_name: Callable[[str], str]
+            ) -> Inheritance:
+    """What `spec` starts from: its parents' choices merged in order; `inherits_if_run`
+    parents only once they have a choice. A required parent without one is an error."""
+    parents = []
+    for parent in spec.parents():
+        name = stored_name(parent)
+        choice = stored_choice(storage, name)
+        if choice is None and parent in spec.inherits_if_run:
+            continue  # not run yet: the phase starts from its own base
+        if choice is None:
+            raise UsageError(
+                f"{spec.path}: inherits `{name}`, which has no chosen trial yet; fix: run "
+                f"`hpsearch run --study {parent}` (or `hpsearch protocol`) first"
+            )
+        parents.append((name, choice))
+    return merge(parents)
 
 
 def prepare_study(
     spec: StudySpec,
-    url: str,
+    storage: str | Storage | None,
     overrides: Mapping[str, Any],
     name: str | None = None,
     tag: str | None = None,
     worker: int = 0,
+    artifacts: str | Path | None = None,
 ) -> PreparedStudy:
-    """Resolve, validate, then create or resume the stored study (`worker`: see workers.py)."""
+    """Resolve, validate, then create or resume the stored study (`worker`: see workers.py;
+    `artifacts`: where checkpoints go, checkpoints.artifact_dir)."""
     stored_name = stored_name_function(tag)
     if spec.path is not None:
         add_import_root(spec.path.parent)  # factories resolve from the study file's folder
-    existing = open_storage(url) if storage_exists(url) else None
-    inheritance = inherit(list(spec.inherits), existing, stored_name, where=str(spec.path),
-                          if_run=list(spec.inherits_if_run))
+    existing = connect(storage, create=False)
+    inheritance = inherit(spec, existing, stored_name)
     objective = StudyObjective(spec, dict(overrides), inherited=inheritance.config)
     adapted = _adapted(spec, objective, existing, stored_name)
     spec = objective.spec = adapted.spec
@@ -79,17 +100,15 @@ def prepare_study(
     objective.longer = longer.settings() if longer else {}
     if adapted.skip is None:
         _build_once(spec, objective)
-    storage = existing or open_storage(url)  # created only now that the input is valid
-    study = _open_study(spec, name or stored_name(spec.name), storage, objective)
+    backend = existing or connect(storage)  # created only now that the input is valid
+    study = _open_study(spec, name or stored_name(spec.name), backend, objective)
+    objective.candidates = Candidates(artifact_dir(storage, artifacts), study.study_name, spec)
     spec = _with_recorded_lr_range(spec, study)
     objective.spec = spec
     study.sampler = (optuna.samplers.RandomSampler() if adapted.skip
                      else _sampler_for(spec, study, worker))
-    study.set_user_attr(ATTR_INHERITED, inheritance.to_dict())
-    study.set_user_attr(ATTR_NOT_SEARCHED, adapted.not_searched)
-    study.set_user_attr(ATTR_TRAIN_LONGER, longer.to_dict() if longer else None)
-    if adapted.augmentation is not None:
-        study.set_user_attr(ATTR_AUGMENTATION, adapted.augmentation)
+    records.write_start(study, inheritance.to_dict(), adapted.not_searched,
+                        longer.to_dict() if longer else None, adapted.augmentation)
     return PreparedStudy(spec, objective, study, inheritance, adapted.skip, adapted.not_searched,
                          longer, adapted.augmentation)
 
@@ -103,8 +122,8 @@ def _adapted(spec, objective, storage, stored_name) -> Adapted:
     )  # the space is not chosen yet: it depends on the model
     contract = contract_for(config, f"{spec.file}: base.model")
 
-    def chosen(parent: str) -> dict | None:
-        return stored_choice(storage, stored_name(parent)) if storage is not None else None
+    def chosen(parent: str) -> PhaseChoice | None:
+        return stored_choice(storage, stored_name(parent))
 
     def data():  # the data are cached: trials load them again free
         return load_data(config, resolve_device(config.device))
@@ -151,7 +170,7 @@ def _open_study(spec, name, storage, objective) -> optuna.Study:
         directions=list(spec.objective.directions),
         load_if_exists=True,
     )
-    stored = study.user_attrs.get(ATTR_FIXED)
+    stored = records.StudyFacts.of(study).fixed_settings
     if stored is None:
         _describe_study(study, spec, fixed)
     elif stored != fixed:
@@ -160,10 +179,7 @@ def _open_study(spec, name, storage, objective) -> optuna.Study:
 
 
 def _describe_study(study: optuna.Study, spec: StudySpec, fixed: dict[str, Any]) -> None:
-    study.set_user_attr(ATTR_FIXED, fixed)
-    study.set_user_attr(ATTR_STUDY_FILE, str(spec.path))
-    study.set_user_attr(ATTR_DESCRIPTION, spec.description)
-    study.set_user_attr(ATTR_PHASE, spec.phase)
+    records.describe_study(study, fixed, str(spec.path), spec.description, spec.phase)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(spec.objective.metrics))
@@ -181,10 +197,10 @@ def _mismatch_message(name: str, stored: Mapping[str, Any], now: Mapping[str, An
 
 def _with_recorded_lr_range(spec: StudySpec, study: optuna.Study) -> StudySpec:
     """Use the LR range recorded by `hpsearch lr-find --record` for the `lr` parameter."""
-    found = study.user_attrs.get(ATTR_LR_RANGE)
+    found = records.read_lr_range(study)
     if not found or "lr" not in spec.space.sampled_settings():
         return spec
-    low, suggested, high = found["low"], found["suggested"], found["high"]
+    low, suggested, high = found.low, found.suggested, found.high
     if spec.sampler.name == "grid":
         raw = {"values": sorted({low, suggested, high})}
     else:

@@ -16,12 +16,10 @@ from typing import Any, Mapping, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch import interrupt
+from hpsearch import interrupt, notes, records
+from hpsearch.checkpoints import keep_chosen
 from hpsearch.errors import TrainingError
 from hpsearch.objective import (
-    ATTR_ERROR_SITE,
-    ATTR_OVER_BUDGET,
-    ATTR_TWIN,
     CLAIMS,
     OverBudget,
     StudyObjective,
@@ -29,13 +27,20 @@ from hpsearch.objective import (
     TwinTrial,
 )
 from hpsearch.preparation import prepare_study
-from hpsearch.protocol.chain import ATTR_SELECTION, precondition_failure, skipped_choice
-from hpsearch.protocol.choice import ATTR_BASELINE, choose
+from hpsearch.protocol.chain import precondition_failure, skipped_choice
+from hpsearch.protocol.choice import choose
 from hpsearch.protocol.edges import RunTrial, extend_at_edges
 from hpsearch.protocol.setup_phase import run_setup_phase
+from hpsearch.records import PhaseChoice
 from hpsearch.spec import StudySpec, find_study_file, load_study_spec
-from hpsearch.storage import (GRACE_S, count_trials, fail_stale_trials, mask_url, queue_retry,
-                              resolve_storage_url)
+from hpsearch.storage import (
+    GRACE_S,
+    Storage,
+    count_trials,
+    describe,
+    fail_stale_trials,
+    queue_retry,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # A study whose trials crash this many times in a row stops: the cause is in the code or the
@@ -54,6 +59,9 @@ class RunObserver(Protocol):
 
     def on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None: ...
 
+    # Optional: def on_epoch(self, trial: int, record: dict, planned: int) -> None, each
+    # epoch of the trial this process trains (the progress bar shows it).
+
 
 @dataclass
 class RunSummary:
@@ -66,7 +74,7 @@ class RunSummary:
     new_trials: list[int] = field(default_factory=list)  # numbers of the trials this run ran
     counts: dict[str, int] = field(default_factory=dict)  # whole study: state name -> count
     skipped: str | None = None  # why the phase did not apply (precondition, nothing to search)
-    choice: dict[str, Any] | None = None  # the phase's choice, as stored on the study
+    choice: PhaseChoice | None = None  # the phase's choice, as stored on the study
     not_searched: list[str] = field(default_factory=list)  # settings the model ignores
     longer: str | None = None  # "epochs 20 -> 40 (...)": the inherited choice is undertrained
     augmentation: str | None = None  # "augmentation tried: 300 training images per class..."
@@ -92,7 +100,7 @@ def run_study(
     study: str | Path | StudySpec,
     *,
     trials: int | None = None,
-    storage: str | None = None,
+    storage: str | Storage | None = None,
     overrides: Mapping[str, Any] | None = None,
     name: str | None = None,
     studies_dir: str | Path | None = None,
@@ -100,6 +108,8 @@ def run_study(
     tag: str | None = None,
     worker: int = 0,
     retries: int = 0,
+    artifacts: str | Path | None = None,
+    tensorboard: str | Path | None = None,
 ) -> RunSummary:
     """Run study `study` until it has `trials` COMPLETE or PRUNED trials (default: the file's).
 
@@ -108,14 +118,20 @@ def run_study(
     precondition fails on what it inherits is skipped, the reason stored on its study. At the
     end the phase's choice (PROTOCOL.md's criteria, not only Optuna's best) is stored too.
     A trial that raises is queued again with the same parameters up to `retries` times.
+    The chosen trial's model is kept (checkpoints.py) in `artifacts` (default: beside a
+    SQLite file, else storage/artifacts); with `tensorboard`, a folder, every trial writes
+    its TensorBoard event files under `<folder>/<study>/trial-<N>` (train/tensorboard.py).
     """
     spec = resolve_spec(study, studies_dir)
-    url = resolve_storage_url(storage)
-    prepared = prepare_study(spec, url, overrides or {}, name=name, tag=tag, worker=worker)
+    prepared = prepare_study(spec, storage, overrides or {}, name=name, tag=tag, worker=worker,
+                             artifacts=artifacts)
     spec, optuna_study = prepared.spec, prepared.study
+    _listen_to_epochs(prepared.objective, observer)
+    prepared.objective.tensorboard = Path(tensorboard).resolve() if tensorboard else None
     fail_stale_trials(optuna_study)  # a finished study too: no killed worker's trial stays RUNNING
     budget = trial_budget(spec, trials)
-    summary = RunSummary(optuna_study.study_name, mask_url(url), budget, _finished(optuna_study),
+    summary = RunSummary(optuna_study.study_name, describe(storage), budget,
+                         _finished(optuna_study),
                          not_searched=prepared.not_searched,
                          longer=prepared.longer.line() if prepared.longer else None,
                          augmentation=prepared.augmentation, spec=spec)
@@ -123,8 +139,8 @@ def run_study(
     if skip is not None:
         # What it started from: a skipped phase trains nothing, so it passes on no extension.
         config = prepared.objective.config_for({}, longer=False).fixed_settings()
-        optuna_study.set_user_attr(
-            ATTR_SELECTION, skipped_choice(skip, prepared.inheritance, config))
+        records.write_choice(optuna_study, skipped_choice(skip, prepared.inheritance, config))
+        notes.annotate(optuna_study)
         summary.skipped = skip
         return summary
     try:
@@ -133,6 +149,15 @@ def run_study(
         raise _interrupted(optuna_study, prepared.objective.started) from None
     summary.counts = _state_counts(optuna_study)
     return summary
+
+
+def _listen_to_epochs(objective: StudyObjective, observer: RunObserver | None) -> None:
+    """An observer that shows epochs (the progress bar) hears each one of this process."""
+    on_epoch = getattr(observer, "on_epoch", None)
+    if on_epoch is None:
+        return
+    planned = objective.config_for({}).epochs
+    objective.epoch_listener = lambda trial, record: on_epoch(trial, record, planned)
 
 
 def _search(study, objective, spec, budget, summary, observer, retries: int = 0) -> None:
@@ -144,7 +169,14 @@ def _search(study, objective, spec, budget, summary, observer, retries: int = 0)
     if started:
         _optimize(study, objective, spec.baseline, budget, summary, observer, retries)
     run = _fixed_trials(study, objective, budget, summary, observer, started, retries)
-    summary.choice = extend_at_edges(study, spec, choose(study, spec), run)
+    choice = extend_at_edges(study, spec, choose(study.get_trials(deepcopy=False), spec), run)
+    if choice is not None:
+        candidates = objective.candidates
+        choice.checkpoint = keep_chosen(candidates.directory, study, choice, candidates)
+        records.write_choice(study, choice)
+        candidates.clear()  # after the choice is stored: another worker may be reading it
+        notes.annotate(study)
+    summary.choice = choice
 
 
 def _interrupted(study: optuna.Study, started: list[int]) -> interrupt.Interrupted:
@@ -169,10 +201,10 @@ def trial_budget(spec: StudySpec, trials: int | None) -> int:
 def _run_baseline(study: optuna.Study, objective: StudyObjective, guard: _BudgetGuard) -> None:
     """Technique phases first run the inherited configuration unchanged [000]."""
     trials = study.get_trials(deepcopy=False)
-    if any(t.user_attrs.get(ATTR_BASELINE) and t.state in FINISHED for t in trials):
+    if any(records.TrialFacts.of(t).baseline and t.state in FINISHED for t in trials):
         return
     _run_enqueued(study, objective, guard, objective.baseline_coordinates(),
-                  {ATTR_BASELINE: True})
+                  {records.BASELINE: True})
 
 
 def _fixed_trials(
@@ -344,10 +376,11 @@ class _BudgetGuard:
         return f", the same way ({self.sites[-1]})" if self.repeated else ""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.user_attrs.get(ATTR_OVER_BUDGET):
+        facts = records.TrialFacts.of(trial)
+        if facts.over_budget:
             study.stop()  # other workers hold the rest of the budget
             return
-        if trial.user_attrs.get(ATTR_TWIN) is not None:
+        if facts.twin_of is not None:
             return  # not a failure of the code: the next trial samples apart
         self.summary.new_trials.append(trial.number)
         retried = self._retried(study, trial)
@@ -362,7 +395,8 @@ class _BudgetGuard:
     def _retried(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """The trial crashed and is queued again (it runs next here, or on another worker)."""
         return (self.retries > 0 and trial.state == TrialState.FAIL
-                and ATTR_ERROR_SITE in trial.user_attrs and queue_retry(study, trial, self.retries))
+                and records.TrialFacts.of(trial).error_site is not None
+                and queue_retry(study, trial, self.retries))
 
     def _count_failure(self, trial: FrozenTrial) -> None:
         if trial.state != TrialState.FAIL:
@@ -370,8 +404,9 @@ class _BudgetGuard:
             self.sites.clear()
             return
         self.consecutive_failures += 1
-        self.last_error = str(trial.user_attrs.get("error", "unknown error"))
-        self.sites.append(str(trial.user_attrs.get("error_site", f"trial {trial.number}")))
+        facts = records.TrialFacts.of(trial)
+        self.last_error = facts.error or "unknown error"
+        self.sites.append(facts.error_site or f"trial {trial.number}")
 
 
 def _claimed(study: optuna.Study) -> int:

@@ -14,18 +14,26 @@ import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from hpsearch.errors import StorageError, UsageError
-from hpsearch.resilient_storage import (CONNECTIONS_FIX, CallWatchdog, ResilientRDBStorage,
-                                        retry_transient, too_many_connections)
+from hpsearch.records import NOT_INHERITED_BY_RETRY
+from hpsearch.resilient_storage import (
+    CONNECTIONS_FIX,
+    CallWatchdog,
+    ResilientRDBStorage,
+    retry_transient,
+    too_many_connections,
+)
 
 DEFAULT_STORAGE = "sqlite:///storage/hpsearch.db"
 STORAGE_ENV = "HPSEARCH_STORAGE"
 PROXY_SCHEME = "grpc://"  # `hpsearch storage-proxy` (storage_proxy.py)
+PROXY_PORT = 13000  # the proxy's default port
+PROXY_READY_S = 10  # a worker waits this long (s) for the proxy to answer
 
 # A worker writes a heartbeat every HEARTBEAT_S seconds while a trial runs; a trial whose
 # heartbeat is older than GRACE_S (a killed worker, a lost machine) is marked FAIL by the next
@@ -87,9 +95,10 @@ def storage_exists(url: str) -> bool:
 _REACHED: set[str] = set()
 
 
-# A database server's storage, opened once per process (and URL): every open has its own
-# connection pool, and a --jobs parent opening it for each progress read held 8 connections.
-_SERVER_STORAGES: dict[tuple[int, str], ResilientRDBStorage] = {}
+# A storage is opened once per process (and URL), and every later open in that process gets
+# the same one: a server's every open had its own connection pool (a --jobs parent opening
+# it for each progress read held 8 connections), and a command passes one storage down.
+_OPENED: dict[tuple[int, str], ResilientRDBStorage] = {}
 
 
 def open_storage(url: str, connections: int | None = None) -> optuna.storages.BaseStorage:
@@ -100,15 +109,12 @@ def open_storage(url: str, connections: int | None = None) -> optuna.storages.Ba
     lost connection like every storage call does (resilient_storage.py)."""
     url = normalize_url(url)
     if url.startswith(PROXY_SCHEME):
-        from hpsearch.storage_proxy import connect  # grpc is imported only for a proxy
-
-        return connect(url)
+        return connect_proxy(url)
     path = sqlite_path(url)
-    server = _parse(url).get_backend_name() != "sqlite"
     if path is not None:
         _check_sqlite_file(path, url)
-    if server and (os.getpid(), url) in _SERVER_STORAGES:
-        return _SERVER_STORAGES[os.getpid(), url]
+    if (os.getpid(), url) in _OPENED and (path is None or path.exists()):
+        return _OPENED[os.getpid(), url]
     try:
         if url in _REACHED:
             return retry_transient(lambda: _create(url, path, connections), url)
@@ -117,9 +123,28 @@ def open_storage(url: str, connections: int | None = None) -> optuna.storages.Ba
             ImportError, RuntimeError) as err:
         raise _open_error(url, err) from None
     _REACHED.add(url)
-    if server:
-        _SERVER_STORAGES[os.getpid(), url] = storage
+    if connections is None:  # a proxy's larger pool is its own
+        _OPENED[os.getpid(), url] = storage
     return storage
+
+
+def connect_proxy(url: str) -> optuna.storages.BaseStorage:
+    """A client of the proxy at grpc://HOST:PORT, or one StorageError within seconds (grpc
+    is imported by Optuna only now: a SQL storage never loads it)."""
+    address = url.split("://", 1)[1].rstrip("/")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--storage: {url!r} is no proxy address; fix: grpc://HOST:PORT, "
+                         f"e.g. grpc://127.0.0.1:{PROXY_PORT}")
+    proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    try:
+        proxy.wait_server_ready(timeout=PROXY_READY_S)
+    except Exception:  # grpc.FutureTimeoutError and friends
+        raise StorageError(f"cannot reach the storage proxy at {host}:{port} within "
+                           f"{PROXY_READY_S} s; fix: start it (`hpsearch storage-proxy "
+                           f"--storage URL --port {port}`) on that host, or check the address"
+                           ) from None
+    return proxy
 
 
 # Workers starting together on an empty database each create Optuna's tables, and all but one
@@ -257,6 +282,68 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+# --- finding studies ----------------------------------------------------------------------------
+Storage = optuna.storages.BaseStorage
+
+
+def connect(storage: str | Storage | None = None, create: bool = True) -> Storage | None:
+    """An open storage: `storage` itself when already open, else the one at that URL (or the
+    default). With `create=False` a SQLite file that does not exist yet is None: reading
+    must not create an empty database. A command opens its storage once and passes it down."""
+    if isinstance(storage, Storage):
+        return storage
+    url = resolve_storage_url(storage)
+    if not create and not storage_exists(url):
+        return None
+    return open_storage(url)
+
+
+def url_of(storage: str | Storage | None) -> str | None:
+    """The URL of a storage given as a URL, an open storage, or the default (None for a
+    storage opened without one: a proxy client)."""
+    if isinstance(storage, Storage):
+        return getattr(getattr(storage, "_backend", storage), "url", None)
+    return resolve_storage_url(storage)
+
+
+def describe(storage: str | Storage | None) -> str:
+    """The storage for a message: its URL with the password masked."""
+    url = url_of(storage)
+    return mask_url(url) if url else "the storage proxy"
+
+
+def study_name(study: str, tag: str | None = None) -> str:
+    """The stored name of `study`: a name, `NAME@TAG`, or a study file's path (its stem), with
+    `tag` appended (`lr_adam` + `small` is `lr_adam@small`, a protocol run's `--tag`)."""
+    name = Path(study).stem if study.endswith((".yaml", ".yml")) else study
+    if tag and "@" in name and not name.endswith(f"@{tag}"):
+        raise UsageError(f"study `{name}` already names a tag; fix: drop --tag {tag}, or pass "
+                         f"`{name.partition('@')[0]}` with --tag {tag}")
+    return f"{name}@{tag}" if tag and "@" not in name else name
+
+
+def find_study(storage: str | Storage | None, name: str) -> optuna.Study | None:
+    """The stored study `name`, or None when it (or the storage) does not exist yet."""
+    backend = connect(storage, create=False)
+    if backend is None or name not in optuna.get_all_study_names(backend):
+        return None
+    return optuna.load_study(study_name=name, storage=backend)
+
+
+def load_study(storage: str | Storage | None, name: str) -> optuna.Study:
+    """The stored study `name`, or a UsageError saying how to create it."""
+    study = find_study(storage, name)
+    if study is None:
+        base, _, tag = name.partition("@")
+        tagged = f" --tag {tag}" if tag else ""
+        raise UsageError(
+            f"no study `{name}` in {describe(storage)}; fix: run `hpsearch run --study {base}"
+            f"{tagged}` (or `hpsearch protocol{tagged}`) first, or pass the --storage that "
+            "holds it"
+        )
+    return study
+
+
 def count_trials(study: optuna.Study, states: tuple[TrialState, ...],
                  number_below: int | None = None, heartbeating: bool = False) -> int:
     """How many of the study's trials are in `states` (and numbered below `number_below`;
@@ -298,10 +385,6 @@ def fail_trials_of_dead_workers(study: optuna.Study, numbers: list[int], *,
         if retry:
             retry(study, trial)  # reads its params and attributes, not its state
     return failed
-
-
-# What a crashed trial's retry does not inherit: its own run writes them again, or not at all.
-NOT_INHERITED_BY_RETRY = ("error", "error_site", "history", "criteria", "reason")
 
 
 def queue_retry(study: optuna.Study, trial: FrozenTrial, retries: int) -> bool:

@@ -14,13 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 
-from hpsearch.errors import StorageError, UsageError
+from hpsearch.errors import UsageError
+from hpsearch.storage import PROXY_PORT as DEFAULT_PORT
 from hpsearch.storage import mask_url, open_storage
 
 # Threads serving calls, one database connection each: what the server gives the proxy.
 PROXY_CONNECTIONS = 8
-DEFAULT_PORT = 13000
-READY_TIMEOUT_S = 10  # a worker waits this long (s) for the proxy to answer
 
 
 def serve(url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -35,21 +34,3 @@ def serve(url: str, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     except RuntimeError as err:  # grpc: the port is taken
         raise UsageError(f"--port: cannot serve on {host}:{port} ({err}); fix: pick a free "
                          "port") from None
-
-
-def connect(url: str) -> optuna.storages.BaseStorage:
-    """A client of the proxy at grpc://HOST:PORT, or one StorageError within seconds."""
-    address = url.split("://", 1)[1].rstrip("/")
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"--storage: {url!r} is no proxy address; fix: grpc://HOST:PORT, "
-                         f"e.g. grpc://127.0.0.1:{DEFAULT_PORT}")
-    proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
-    try:
-        proxy.wait_server_ready(timeout=READY_TIMEOUT_S)
-    except Exception:  # grpc.FutureTimeoutError and friends
-        raise StorageError(f"cannot reach the storage proxy at {host}:{port} within "
-                           f"{READY_TIMEOUT_S} s; fix: start it (`hpsearch storage-proxy "
-                           f"--storage URL --port {port}`) on that host, or check the address"
-                           ) from None
-    return proxy

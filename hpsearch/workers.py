@@ -24,12 +24,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from hpsearch import interrupt
+from hpsearch import interrupt, records
 from hpsearch.errors import HpsearchError, TrainingError, UsageError
-from hpsearch.objective import ATTR_WORKER
-from hpsearch.results import load_study
-from hpsearch.storage import fail_trials_of_dead_workers
 from hpsearch.runner import RunObserver, RunSummary, run_study, trial_budget
+from hpsearch.storage import fail_trials_of_dead_workers, load_study
 
 POLL_S = 1.0  # how often (s) the parent reads the study's progress from storage
 # After the parent's SIGTERM, how long (s) a worker may take to fail its trial at its next
@@ -118,7 +116,7 @@ def _watch(processes, first: RunSummary, observer, storage, budget) -> None:
         if observer is None:
             continue
         if study is None:
-            study = load_study(first.study_name, storage)
+            study = load_study(storage, first.study_name)
             observer.on_start(study, budget, first.finished_before)
         observer.on_trial(study, None)
 
@@ -212,7 +210,7 @@ def _interrupted(name: str, storage, processes, results) -> interrupt.Interrupte
     nothing, so what its trial was left as is read back (and failed: it is dead)."""
     failed = [n for r in results for n in r.failed]
     failed += _fail_trials_of(name, storage, _dead(processes, results))
-    running = [t.number for t in _trials_of(load_study(name, storage), processes)
+    running = [t.number for t in _trials_of(load_study(storage, name), processes)
                if t.state == TrialState.RUNNING]
     return interrupt.Interrupted(name, failed=sorted(failed), running=running)
 
@@ -223,7 +221,7 @@ def _fail_trials_of(name: str, storage, dead, budget: int | None = None) -> list
     them. The numbers failed."""
     if not dead:
         return []
-    study = load_study(name, storage)
+    study = load_study(storage, name)
     left = [t.number for t in _trials_of(study, dead) if t.state == TrialState.RUNNING]
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     return fail_trials_of_dead_workers(study, left, retry=budget is None or finished < budget)
@@ -244,4 +242,4 @@ def _trials_of(study: optuna.Study, processes) -> list:
     """The trials these worker processes ran (their `worker` attribute: host:pid device)."""
     ours = tuple(f"{socket.gethostname()}:{p.pid} " for p in processes)
     return [t for t in study.get_trials(deepcopy=False)
-            if str(t.user_attrs.get(ATTR_WORKER, "")).startswith(ours)]
+            if str(records.TrialFacts.of(t).worker or "").startswith(ours)]

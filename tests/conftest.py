@@ -105,12 +105,40 @@ def shared_data_dir():
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def tiny_protocol(tmp_path_factory) -> str:
+    """The storage URL of one tiny protocol run, every phase, tag `t` (digits, the MLP, 3
+    epochs a trial, budgets x0.15: ~10 s), shared by the tests that only read what a protocol
+    stores: the results (plots, report), the dashboard, the reading commands."""
+    from hpsearch.phases.protocol import run_protocol
+
+    folder = tmp_path_factory.mktemp("protocol")
+    url = f"sqlite:///{folder / 'p.db'}"
+    with pytest.MonkeyPatch.context() as patch:  # its data cache and checkpoints stay there
+        patch.chdir(folder)
+        for name in ("HPSEARCH_ARTIFACTS", "HPSEARCH_STORAGE", "HPSEARCH_STUDIES_DIR"):
+            patch.delenv(name, raising=False)
+        run_protocol(storage=url, overrides={"epochs": 3, "model": "mlp"}, trials_scale=0.15,
+                     tag="t")
+    return url
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
-    """Tests train many tiny models: on a 2-core CI box, torch's thread pool only contends."""
+    """Tests train many tiny models: on a 2-core CI box, torch's thread pool only contends.
+    The `hpsearch` commands the tests start inherit it too (OMP_NUM_THREADS): one README
+    example took 41 s with torch's default threads beside another process, 6.7 s with one.
+    `--jobs` workers still set their own share (workers.cpu_threads)."""
     import torch
 
     torch.set_num_threads(1)
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    if previous is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = previous
 
 
 # --- copies of the offline data: tests never write into SHARED_DATA -----------------------------

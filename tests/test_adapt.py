@@ -6,6 +6,7 @@ import pytest
 
 from hpsearch.adapt import adapt, try_augmentation
 from hpsearch.config import TrainConfig
+from hpsearch.records import PhaseChoice
 from hpsearch.spec import load_study_spec
 from hpsearch.spec.catalog import bundled_dir
 from hpsearch.train.contract import contract_for
@@ -78,7 +79,7 @@ def test_the_setup_phase_still_runs_its_reference_trial_at_the_models_defaults()
 def test_a_refinement_around_a_skipped_parent_is_skipped():
     spec = load_study_spec(bundled_dir() / "lr_adam_refine.yaml")
     config = TrainConfig()
-    skipped = {"skipped": True, "reason": "skipped: nothing to compare", "config": {}}
+    skipped = PhaseChoice(trial=None, skipped=True, reason="skipped: nothing to compare")
     result = adapt(spec, config, contract_for(config), lambda parent: skipped)
     assert result.skip == ("it refines `lr` around study `lr_adam`, which was skipped "
                            "(skipped: nothing to compare)")

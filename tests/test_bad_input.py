@@ -253,9 +253,14 @@ def test_a_read_only_sqlite_file_is_one_line_and_left_as_it_is(write_study, stud
                            "--studies-dir", str(studies_dir), "--storage", url],
                           capture_output=True, text=True, timeout=300)  # its files closed after
     assert made.returncode == 0, made.stderr
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = files_in(folder)  # the database, and the kept model beside it (artifacts/)
     make_read_only()
     result = invoke("run", "--study", "tiny", "--studies-dir", str(studies_dir), "--storage", url,
                     "--trials", "2")
     refused(result, "read-only", "fix: ", code=1)
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert files_in(folder) == before
+
+
+def files_in(folder):
+    """Every file under `folder` with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from hpsearch.cli import cli
+from hpsearch.config import TrainConfig
 
 TINY = """\
 description: tiny learning-rate search for tests
@@ -181,8 +182,8 @@ def test_best_of_missing_study_says_how_to_create_it(tmp_path):
     result = invoke("best", "--study", "ghost", "--storage", url)
     assert result.exit_code == 2
     assert result.output.strip() == (
-        f"error: no study `ghost` in {url}; fix: run `hpsearch run --study ghost` first, "
-        "or pass the --storage that holds it"
+        f"error: no study `ghost` in {url}; fix: run `hpsearch run --study ghost` (or "
+        "`hpsearch protocol`) first, or pass the --storage that holds it"
     )
     assert not (tmp_path / "x.db").exists()
 
@@ -195,11 +196,21 @@ def test_every_command_has_help(command):
     assert len(result.output.splitlines()) > 3
 
 
-def test_settings_lists_every_knob():
+def test_settings_lists_every_knob_with_its_meaning_unit_and_range():
     result = invoke("settings")
-    assert "lr                  float  default 0.001" in result.output
+    lines = result.output.splitlines()
+    at = lines.index("lr                  float  default 0.001  range: 0 < lr")
+    assert lines[at + 1] == "    peak learning rate; Adam start 1e-3, SGD start 0.1 [000]"
     assert "one of: sgd, adam, adamw, rmsprop, or an import path" in result.output
-    assert "momentum            float  default None" in result.output  # torch's own default
+    assert "momentum            float  default None  range: 0 <= momentum < 1" in lines
+    warmup = lines.index("warmup_epochs       float  default 0.0  range: 0 <= warmup_epochs "
+                         "<= 100_000")
+    assert "in epochs" in lines[warmup + 1]  # the unit
+    # every setting has its meaning under it
+    named = [line.split()[0] for line in lines if line and not line.startswith(" ")]
+    assert len(named) == len(TrainConfig().to_dict())
+    assert all(lines[lines.index(line) + 1].startswith("    ") for line in lines
+               if line and not line.startswith(" "))
 
 
 def test_resumed_random_study_does_not_repeat_parameters(tiny, tmp_path):

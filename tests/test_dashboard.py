@@ -88,3 +88,103 @@ def test_no_password_in_stored_attributes_output_or_dashboard_responses(
     for path in ("/api/studies", f"/api/studies/{summary['study_id']}",
                  f"/api/studies/{summary['study_id']}/param_importances"):
         assert secret not in _raw(app, path), path
+
+
+def study_detail(app, name: str) -> dict:
+    summaries = get(app, "/api/studies")["study_summaries"]
+    (summary,) = [s for s in summaries if s["study_name"] == name]
+    return get(app, f"/api/studies/{summary['study_id']}")
+
+
+def test_the_dashboard_shows_the_protocol_choice_where_a_person_looks_first(tiny_protocol):
+    from hpsearch.dashboard import app
+
+    served = app(tiny_protocol)
+    detail = study_detail(served, "architecture@t")
+    choice = optuna.load_study(study_name="architecture@t", storage=tiny_protocol
+                               ).user_attrs["selection"]
+    note = detail["note"]["body"]
+    assert note.startswith("## architecture@t: Architecture for the model family")
+    assert f"**Chosen: trial {choice['trial']}**" in note
+    assert choice["why"] in note  # the reason in words
+    assert "| trial | best_val_acc | val_loss_at_peak | stability | parameters |" in note
+    for runner in choice["runners_up"]:  # runners-up with their parameters
+        params = ", ".join(f"{k}={v}" for k, v in runner["params"].items())
+        assert f"| {runner['trial']} |" in note and params in note
+    assert "hpsearch export --study architecture --tag t --out model.pt" in note
+    chosen = next(t for t in detail["trials"] if t["number"] == choice["trial"])
+    assert chosen["note"]["body"].startswith("**Chosen by the protocol** for this phase: ")
+    (figure,) = detail["plotly_graph_objects"]
+    assert figure["id"] == "learning-curves"
+    traces = json.loads(figure["graph_object"])["data"]
+    assert {t["xaxis"] for t in traces} == {"x", "x2"}  # train loss and validation accuracy
+    assert any(t["name"] == f"trial {choice['trial']} (chosen)" for t in traces)
+    (artifact,) = detail["artifacts"]  # the kept model, offered for download
+    assert artifact["filename"] == f"architecture@t-trial-{choice['trial']}.pt"
+
+
+def test_the_baseline_and_a_skipped_phase_read_as_such(tiny_protocol):
+    from hpsearch.dashboard import app
+
+    served = app(tiny_protocol)
+    batchnorm = study_detail(served, "batchnorm@t")
+    (baseline,) = [t for t in batchnorm["trials"]
+                   if {"key": "baseline", "value": "True"} in t["user_attrs"]]
+    assert "**Baseline**: the configuration this phase inherited" in baseline["note"]["body"]
+    regularization = study_detail(served, "regularization@t")["note"]["body"]
+    if "**Skipped**" in regularization:  # digits at 3 epochs does not overfit
+        assert "does not overfit" in regularization
+        assert "**Chosen" not in regularization
+
+
+def test_dashboard_command_serves_the_notes(tiny_protocol):
+    """`hpsearch dashboard` on a real port: the page and the API answer."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "dashboard", "--storage", tiny_protocol,
+         "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = server.stdout.readline()
+        assert first.startswith(f"optuna-dashboard on http://127.0.0.1:{port}/ (storage ")
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as answer:
+                    studies = json.loads(answer.read())["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.1)
+        (study,) = [s for s in studies if s["study_name"] == "architecture@t"]
+        page = rendered(f"http://127.0.0.1:{port}/dashboard/studies/{study['study_id']}/note")
+        assert "Chosen: trial" in page and "Runners-up" in page  # the note, as a person sees it
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def rendered(url: str) -> str:
+    """The page's DOM once its scripts ran, from headless Chromium (Debian's package)."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it")
+        pytest.skip("needs Debian's chromium")
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+             "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    return done.stdout

@@ -68,16 +68,23 @@ def own_cluster():
 
 
 def _training(url: str, count: int, timeout_s: float = 180, study: str = "blip") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            trials = optuna.load_study(study_name=study, storage=url).get_trials()
-        except KeyError:
-            trials = []
-        if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("history")) for t in trials) >= count:
-            return
-        time.sleep(0.5)
-    pytest.fail("the workers did not start training")
+    """Until `count` trials are training. One storage for every look: a storage opened per
+    look holds its connections until collected, and the test's own cluster filled up."""
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                trials = optuna.load_study(study_name=study, storage=storage).get_trials()
+            except KeyError:
+                trials = []
+            if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("history"))
+                   for t in trials) >= count:
+                return
+            time.sleep(0.5)
+        pytest.fail("the workers did not start training")
+    finally:
+        storage.engine.dispose()
 
 
 def test_a_postgresql_restart_under_two_workers_loses_nothing(own_cluster, write_study):

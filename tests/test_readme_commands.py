@@ -19,16 +19,18 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from hpsearch.protocol.run import PHASES
+import hpsearch
+from hpsearch.phases.protocol import PHASES
 from tests.conftest import REPO, SHARED_DATA
 from tests.test_readme_project import run
 
 README = (REPO / "README.md").read_text()
 SECTIONS = ("Using it", "The protocol: every phase a study, chained")
-DASHBOARD = "http://127.0.0.1:8080"  # optuna-dashboard's default address
+DASHBOARD = "http://127.0.0.1:8080"  # `hpsearch dashboard`'s default address
 
 
 def section_commands(title: str) -> list[str]:
@@ -71,7 +73,20 @@ def check(command: str, folder: Path, output: str, before: dict[str, int]) -> No
     if words[1] == "studies":
         assert "lr_adam" in output and "architecture" in output
     elif words[1] == "settings":
-        assert "val_subset" in output and "epochs" in output
+        assert "val_subset" in output and "epochs" in output and "in epochs" in output
+    elif words[1] == "trials":
+        frame = pd.read_csv(folder / words[words.index("--csv") + 1])
+        assert frame.chosen.sum() == 1 and "train_loss_area" in frame
+    elif words[1] == "summary":
+        assert all(phase in output for phase in PHASES)
+    elif words[1] == "export":
+        model = hpsearch.load_model(str(folder / words[words.index("--out") + 1]))
+        assert model.hpsearch_checkpoint["weights"] == "final"  # the tested weights
+    elif words[1] == "report":
+        page = (folder / words[words.index("--out") + 1]).read_text()
+        assert all(f'id="phase-{phase}"' in page for phase in PHASES), page[:300]
+    elif words[1] == "plot":
+        assert (folder / words[words.index("--out") + 1]).read_bytes()[:4] == b"\x89PNG"
     elif words[1] == "run" and "--name" in words:
         trials = complete(folder, "lr_sgd_mnist")
         assert len(trials) + len(study(folder, "lr_sgd_mnist").get_trials(
@@ -85,6 +100,8 @@ def check(command: str, folder: Path, output: str, before: dict[str, int]) -> No
         assert len(complete(folder, "lr_adam")) == 3
     elif words[1] == "best" and "--json" in words:
         assert json.loads(output)["study"] == "lr_adam"
+    elif words[1] == "best" and "--tag" in words:
+        assert "protocol choice: " in output and "scheduler@short" in output, output
     elif words[1] == "best":
         assert "protocol choice" in output or "best trial" in output, output
     elif words[1] == "test":
@@ -106,8 +123,8 @@ def check(command: str, folder: Path, output: str, before: dict[str, int]) -> No
 
 def test_the_sections_show_the_commands_a_user_needs():
     named = {command.split()[1] for command in COMMANDS if command.startswith("hpsearch ")}
-    assert named == {"studies", "run", "best", "settings", "protocol", "test", "lr-find"}
-    assert any(command.startswith("optuna-dashboard ") for command in COMMANDS)
+    assert named == {"studies", "run", "best", "trials", "settings", "dashboard", "protocol",
+                     "summary", "test", "export", "report", "plot", "lr-find"}
 
 
 @pytest.mark.slow
@@ -115,7 +132,7 @@ def test_the_sections_show_the_commands_a_user_needs():
 def test_readme_command_runs_verbatim(command, user_folder):
     if "shared/data" in command and not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"needs the offline data sets in {SHARED_DATA}")  # the rest run without
-    if command.startswith("optuna-dashboard "):
+    if command.startswith("hpsearch dashboard"):
         return check_dashboard(command, user_folder)
     before = counts(user_folder) if (user_folder / "storage").is_dir() else {}
     done = run(command, user_folder)
@@ -129,7 +146,9 @@ def check_dashboard(command: str, folder: Path) -> None:
                               stderr=subprocess.PIPE, start_new_session=True)
     try:
         summaries = _get_json(f"{DASHBOARD}/api/studies", server)["study_summaries"]
-        assert "lr_adam" in {s["study_name"] for s in summaries}
+        (lr_adam,) = [s for s in summaries if s["study_name"] == "lr_adam"]
+        detail = _get_json(f"{DASHBOARD}/api/studies/{lr_adam['study_id']}", server)
+        assert detail["note"]["body"].startswith("## lr_adam: ")  # the choice, as a note
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the shell and the server it started
         server.wait(timeout=30)

@@ -69,6 +69,6 @@ def test_decorated_model_and_dataset_run_through_the_python_api(write_study, tmp
     url = f"sqlite:///{tmp_path / 'api.db'}"
     summary = hpsearch.run_study("mine", storage=url, studies_dir=tmp_path / "studies")
     assert summary.counts == {"COMPLETE": 2}
-    assert hpsearch.best("mine", url)["best"][0]["values"]["val_acc"] > 0.9
+    assert hpsearch.best("mine", url).best[0].values["val_acc"] > 0.9
     assert list(hpsearch.trials("mine", url)["state"]) == ["COMPLETE", "COMPLETE"]
     assert len(hpsearch.curves("mine", url)) == 2 * 5

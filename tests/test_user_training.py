@@ -172,8 +172,8 @@ def test_a_regression_study_tunes_on_mse(project):
     summary = hpsearch.run_study(path, storage=url_of(project))
     assert summary.counts == {"COMPLETE": 3}
     choice = summary.choice
-    assert choice["criteria"]["best_val_loss"] < 0.05 and choice["criteria"]["peak_val_acc"] is None
-    assert choice["criteria"]["peak_epoch"] is not None  # the lowest validation loss
+    assert choice.criteria["best_val_loss"] < 0.05 and choice.criteria["peak_val_acc"] is None
+    assert choice.criteria["peak_epoch"] is not None  # the lowest validation loss
 
 
 # --- errors in the user's code ---------------------------------------------------------------
@@ -311,7 +311,7 @@ def test_a_lightning_module_is_tuned_end_to_end_and_pruned(project):
     history = first.user_attrs["history"]
     assert history[-1]["user_steps"] == 11 * len(history)  # its training_step: 11 a epoch
     assert len(lit.STEPS) == sum(11 * len(t.user_attrs["history"]) for t in study.trials)
-    assert summary.choice["config"]["model"] == "hp_lit:Lit"
+    assert summary.choice.config["model"] == "hp_lit:Lit"
 
 
 # --- the protocol from any folder -------------------------------------------------------------

@@ -14,8 +14,8 @@ from hpsearch.protocol.criteria import (
     plateaus_too_early,
     stability,
     train_loss_area,
-    undertrained,
     underfits,
+    undertrained,
     val_loss_at_peak,
 )
 

@@ -9,11 +9,10 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from hpsearch.config import TrainConfig
+from hpsearch.protocol._check_result import CheckResult, finite_or_none
 from hpsearch.train.data import cache_dir, data_root, split_indices
 from hpsearch.train.sources import BUILTIN_DATASETS, read_builtin
 from hpsearch.train.splits import DataSplits, Split, TensorSplit
-
-from hpsearch.protocol._check_result import CheckResult, finite_or_none
 
 MAX_LEAK = 0.01  # val/test share repeating a training sample; the MNIST reference split: 0
 MAX_ABS_MEAN = 0.1  # |training channel mean| [001]; loader: ~1e-7, raw 0..255 MNIST: 33

@@ -16,14 +16,13 @@ from torch import Tensor, nn
 from torch.utils.data import Subset, default_collate
 
 from hpsearch.config import TrainConfig
-from hpsearch.train.losses import CLASSIFICATION, Loss, build_loss, task_of
+from hpsearch.protocol._check_result import CheckResult, finite_or_none
+from hpsearch.protocol._setup_data import label_problems, labels_of
 from hpsearch.train.loop import evaluate
+from hpsearch.train.losses import CLASSIFICATION, Loss, build_loss, task_of
 from hpsearch.train.models import build_model
 from hpsearch.train.optim import build_optimizer
 from hpsearch.train.splits import DataSplits, Split, TensorSplit
-
-from hpsearch.protocol._check_result import CheckResult, finite_or_none
-from hpsearch.protocol._setup_data import label_problems, labels_of
 
 REL_TOLERANCE = 0.25  # initial loss within 25% of ln K [004]: +-0.58 nats for 10 classes
 INITIAL_LOSS_SAMPLES = 2048  # validation samples for the initial loss: std error < 0.01 nats

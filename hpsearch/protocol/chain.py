@@ -10,16 +10,11 @@ everything else is sound [000]; the final, longer training only while the curves
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import optuna
+from typing import Any, Sequence
 
 from hpsearch.config import RUNTIME_ONLY_KEYS
-from hpsearch.errors import UsageError
 from hpsearch.protocol.criteria import OVERFIT_ACC_GAP, OVERFIT_LOSS_GAP
-
-ATTR_SELECTION = "selection"  # the phase's choice: trial, config, criteria, reason, runners-up
-ATTR_INHERITED = "inherited"  # the configuration a phase started from, and its sources
+from hpsearch.records import PhaseChoice
 
 # Curves that are not sound: overshoot, saw-teeth, no progress [000]. A curve still falling
 # at the end ("undertrained") is sound; it only wants more epochs.
@@ -32,9 +27,9 @@ class Inheritance:
 
     config: dict[str, Any] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)  # [{study, trial, reason}]
-    choices: dict[str, dict[str, Any]] = field(default_factory=dict)  # parent -> selection
+    choices: dict[str, PhaseChoice] = field(default_factory=dict)  # parent study -> choice
 
-    def last_choice(self) -> dict[str, Any] | None:
+    def last_choice(self) -> PhaseChoice | None:
         """The choice of the last parent: the configuration the phase is about to change."""
         return self.choices[self.sources[-1]["study"]] if self.sources else None
 
@@ -42,39 +37,14 @@ class Inheritance:
         return {"config": self.config, "from": self.sources}
 
 
-def stored_choice(storage: optuna.storages.BaseStorage, study_name: str) -> dict | None:
-    """The choice stored on study `study_name`, or None if it has none (or does not exist)."""
-    if study_name not in optuna.get_all_study_names(storage):
-        return None
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    return study.user_attrs.get(ATTR_SELECTION)
-
-
-def inherit(
-    parents: list[str],
-    storage: optuna.storages.BaseStorage | None,
-    stored_name: Callable[[str], str],
-    where: str,
-    if_run: list[str] = (),
-) -> Inheritance:
-    """Merge the chosen configurations of `parents`, then of those `if_run` parents that have
-    a choice, in order (later parents win). A missing required parent is an error."""
+def merge(parents: Sequence[tuple[str, PhaseChoice]]) -> Inheritance:
+    """The chosen configurations of `(study, choice)` parents merged in order (later parents
+    win), where they run left out: what a phase starts from."""
     inheritance = Inheritance()
-    for parent in [*parents, *if_run]:
-        name = stored_name(parent)
-        choice = stored_choice(storage, name) if storage is not None else None
-        if choice is None and parent in if_run:
-            continue  # not run yet: the phase starts from its own base
-        if choice is None:
-            raise UsageError(
-                f"{where}: inherits `{name}`, which has no chosen trial yet; fix: run "
-                f"`hpsearch run --study {parent}` (or `hpsearch protocol`) first"
-            )
-        config = {k: v for k, v in choice["config"].items() if k not in RUNTIME_ONLY_KEYS}
+    for name, choice in parents:
+        config = {k: v for k, v in choice.config.items() if k not in RUNTIME_ONLY_KEYS}
         inheritance.config.update(config)
-        inheritance.sources.append(
-            {"study": name, "trial": choice.get("trial"), "reason": choice.get("reason", "")}
-        )
+        inheritance.sources.append({"study": name, "trial": choice.trial, "reason": choice.reason})
         inheritance.choices[name] = choice
     return inheritance
 
@@ -84,7 +54,7 @@ def precondition_failure(precondition: str, inheritance: Inheritance) -> str | N
     choice = inheritance.last_choice()
     if precondition == "none" or choice is None:
         return None
-    criteria = choice.get("criteria") or {}
+    criteria = choice.criteria
     if precondition == "overfits":
         gap = criteria.get("overfitting_gap")
         # The trial's own verdict decides, at the threshold that applied to its gap: both
@@ -131,12 +101,12 @@ LATE_PEAK = 0.9
 LATE_PEAK_MIN_EPOCHS = 10
 
 
-def still_improving(choice: dict[str, Any]) -> str | None:
+def still_improving(choice: PhaseChoice) -> str | None:
     """How the chosen trial was still improving when it stopped, or None: undertrained (its
     train loss still falling steeply [000]) or a validation peak in its last epochs. A trial
     that stopped early met its plateau."""
-    criteria = choice.get("criteria") or {}
-    planned = (choice.get("config") or {}).get("epochs")
+    criteria = choice.criteria
+    planned = choice.config.get("epochs")
     ran = criteria.get("epochs", planned)
     if planned is None or ran is None or ran < planned:
         return None
@@ -151,22 +121,31 @@ def still_improving(choice: dict[str, Any]) -> str | None:
 
 def skipped_choice(
     reason: str, inheritance: Inheritance, config: dict[str, Any] | None = None
-) -> dict[str, Any]:
+) -> PhaseChoice:
     """The choice of a skipped phase: the configuration it started from (what it inherits,
-    with its own base and `--set`), unchanged."""
-    parent = inheritance.last_choice() or {}
-    return {
-        "trial": None,
-        "config": inheritance.config if config is None else config,
-        "criteria": parent.get("criteria", {}),
-        "main_criterion": parent.get("main_criterion"),
-        "params": {},
-        "reason": f"skipped: {reason}",
-        "skipped": True,
-        "runners_up": [],
-        "steps": [],
-        "kept_baseline": False,
-    }
+    with its own base and `--set`), unchanged, and never fewer epochs than its parent's
+    choice trained (`--set epochs=4` asks the phases for 4; a longer-trained parent's 16 are
+    what its choice is: the test phase must retrain that)."""
+    parent = inheritance.last_choice()
+    config = dict(inheritance.config if config is None else config)
+    if parent and parent.config.get("epochs", 0) > config.get("epochs", 0):
+        config["epochs"] = parent.config["epochs"]
+        config["patience"] = parent.config.get("patience", config.get("patience"))
+    same = parent is not None and _computes(parent.config) == _computes(config)
+    return PhaseChoice(
+        trial=None,
+        checkpoint=parent.checkpoint if same else None,  # the parent's model is this one
+        config=config,
+        criteria=dict(parent.criteria) if parent else {},
+        main_criterion=parent.main_criterion if parent else None,
+        reason=f"skipped: {reason}",
+        skipped=True,
+    )
+
+
+def _computes(config: dict[str, Any]) -> dict[str, Any]:
+    """What a configuration computes: where or how fast it runs left out."""
+    return {k: v for k, v in config.items() if k not in RUNTIME_ONLY_KEYS}
 
 
 def _fmt(value: float | None) -> str:

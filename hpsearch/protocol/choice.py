@@ -1,64 +1,65 @@
-"""A phase's choice from its stored trials, written back onto its study.
+"""A phase's choice among its trials: PROTOCOL.md's criteria in order, then the baseline rule.
 
-The choice is stored on the study (user attribute `selection`), so later phases, notebooks
-and optuna-dashboard all read the same one instead of recomputing it.
+Pure: it reads the trials given and returns a `PhaseChoice`; the runner stores it on the
+study (records.write_choice), so later phases, notebooks and optuna-dashboard all read the
+same choice instead of recomputing it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Sequence
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.protocol.chain import ATTR_SELECTION
 from hpsearch.protocol.selection import Candidate, Criterion, keep_or_baseline, select
-
-ATTR_CRITERIA = "criteria"  # trial attribute: every criterion of PROTOCOL.md over its curves
-ATTR_BASELINE = "baseline"  # trial attribute: True for the inherited configuration, unchanged
+from hpsearch.records import PhaseChoice, TrialFacts, read_config, read_criteria
 
 
 def criteria_of(spec) -> list[Criterion]:
-    """The study file's selection criteria as `Criterion` objects."""
-    return [Criterion(s.criterion, s.direction, s.tolerance) for s in spec.selection]
+    """The study file's selection criteria as `Criterion` objects, named in words."""
+    return [Criterion(s.criterion, s.direction, s.tolerance, s.label, s.accuracy)
+            for s in spec.selection]
 
 
-def candidates(study: optuna.Study) -> list[Candidate]:
+def candidates(trials: Sequence[FrozenTrial]) -> list[Candidate]:
     """Completed trials with their stored criteria (pruned ones are eliminated)."""
-    return [
-        Candidate(t.number, t.user_attrs.get(ATTR_CRITERIA, {}), bool(t.user_attrs.get(ATTR_BASELINE)))
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    ]
+    return [Candidate(t.number, read_criteria(t).to_dict(), TrialFacts.of(t).baseline)
+            for t in trials if t.state == TrialState.COMPLETE]
 
 
-def choose(study: optuna.Study, spec) -> dict[str, Any] | None:
-    """Select among the study's completed trials, store the choice on it, and return it."""
-    pool = candidates(study)
+def choose(trials: Sequence[FrozenTrial], spec) -> PhaseChoice | None:
+    """The phase's choice among `trials` (a study's), or None when none completed."""
+    pool = candidates(trials)
     if not pool:
         return None
     criteria = criteria_of(spec)
     choice = select(pool, criteria)
     if spec.baseline:
         choice = keep_or_baseline(choice, pool, criteria[0], spec.keep_tolerance)
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == choice.trial)
-    stored = {
-        **choice.to_dict(),
-        **_trial_facts(trial),
-        "main_criterion": criteria[0].name,
-        "skipped": False,
-        "extra_epochs": _extra_epochs(pool, choice.trial),
-        "eliminated": _eliminated(study),
-    }
-    study.set_user_attr(ATTR_SELECTION, stored)
-    return stored
+    by_number = {t.number: t for t in trials}
+    trial = by_number[choice.trial]
+    return PhaseChoice(
+        trial=choice.trial,
+        config=read_config(trial),
+        criteria=read_criteria(trial).to_dict(),
+        params=dict(trial.params),
+        reason=choice.reason,
+        main_criterion=criteria[0].name,
+        kept_baseline=choice.kept_baseline,
+        steps=choice.steps,
+        why=choice.why,
+        runners_up=[{**r, "params": dict(by_number[r["trial"]].params)}
+                    for r in choice.runners_up],
+        eliminated=_eliminated(trials),
+        extra_epochs=_extra_epochs(pool, choice.trial),
+    )
 
 
-def _eliminated(study: optuna.Study) -> list[dict[str, Any]]:
+def _eliminated(trials: Sequence[FrozenTrial]) -> list[dict]:
     """Pruned trials and why (diverged, oscillating, a pruner's verdict...)."""
-    return [
-        {"trial": t.number, "reason": t.user_attrs.get("reason", "pruned"), "params": t.params}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-    ]
+    return [{"trial": t.number, "reason": TrialFacts.of(t).reason or "pruned",
+             "params": dict(t.params)}
+            for t in trials if t.state == TrialState.PRUNED]
 
 
 def _extra_epochs(pool: list[Candidate], chosen: int) -> float | None:
@@ -70,11 +71,3 @@ def _extra_epochs(pool: list[Candidate], chosen: int) -> float | None:
         return None
     mine, theirs = picked.values.get("convergence_epochs"), baseline.values.get("convergence_epochs")
     return None if mine is None or theirs is None else mine - theirs
-
-
-def _trial_facts(trial: FrozenTrial) -> dict[str, Any]:
-    return {
-        "config": trial.user_attrs.get("config", {}),
-        "criteria": trial.user_attrs.get(ATTR_CRITERIA, {}),
-        "params": trial.params,
-    }

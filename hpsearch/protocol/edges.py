@@ -20,23 +20,24 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.protocol.chain import ATTR_SELECTION
-from hpsearch.protocol.choice import ATTR_BASELINE, choose
+from hpsearch import records
+from hpsearch.protocol.choice import choose
+from hpsearch.records import PhaseChoice, TrialFacts
 from hpsearch.spec._params import Edge, RefinedParam
 from hpsearch.spec._refine import MAX_EDGE_STEPS
 
-ATTR_EDGE_STEP = "edge_step"  # trial attribute: how many steps beyond the grid's edge
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 RunTrial = Callable[[dict[str, Any], dict[str, Any]], None]  # (params, user_attrs): one trial
 
 
 def extend_at_edges(
-    study: optuna.Study, spec, choice: dict[str, Any] | None, run: RunTrial | None
-) -> dict[str, Any] | None:
-    """The choice once the grid is extended at the edge it sits on, stored on the study with
-    its `extended` record; `choice` unchanged when it lies inside the grid, or the study has
-    no refine grid to extend. `run` runs one trial at fixed params (None: record only)."""
+    study: optuna.Study, spec, choice: PhaseChoice | None, run: RunTrial | None
+) -> PhaseChoice | None:
+    """The choice once the grid is extended at the edge it sits on, with its `extended`
+    record (the caller stores it); `choice` unchanged when it lies inside the grid, or the
+    study has no refine grid to extend. `run` runs one trial at fixed params (None: record
+    only)."""
     axis = edge_axis(spec)
     if axis is None or choice is None or not _grid_spent(study, spec):
         return choice
@@ -52,9 +53,8 @@ def extend_at_edges(
         if trial is None:
             break
         done.append(trial)
-        choice = choose(study, spec)
-    choice["extended"] = _record(study, axis, edge, ladder, done, choice)
-    study.set_user_attr(ATTR_SELECTION, choice)
+        choice = choose(study.get_trials(deepcopy=False), spec)
+    choice.extended = _record(study, axis, edge, ladder, done, choice)
     return choice
 
 
@@ -77,7 +77,7 @@ def _grid_spent(study: optuna.Study, spec) -> bool:
     points = {
         tuple(sorted(t.params.items()))
         for t in study.get_trials(deepcopy=False, states=FINISHED)
-        if ATTR_EDGE_STEP not in t.user_attrs and not t.user_attrs.get(ATTR_BASELINE)
+        if _step_of(t) is None and not TrialFacts.of(t).baseline
     }
     return len(points) >= spec.chosen_space().grid_size()
 
@@ -96,7 +96,7 @@ def _steps_done(study: optuna.Study) -> list[FrozenTrial]:
     first of duplicates that parallel workers may have run)."""
     by_step: dict[int, FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False, states=FINISHED):
-        step = trial.user_attrs.get(ATTR_EDGE_STEP)
+        step = _step_of(trial)
         if step is not None:
             by_step.setdefault(step, trial)
     done: list[FrozenTrial] = []
@@ -105,13 +105,17 @@ def _steps_done(study: optuna.Study) -> list[FrozenTrial]:
     return done
 
 
-def _edge(axis: RefinedParam, choice: dict[str, Any], done: list[FrozenTrial]) -> Edge | None:
+def _step_of(trial: FrozenTrial) -> int | None:
+    return TrialFacts.of(trial).edge_step
+
+
+def _edge(axis: RefinedParam, choice: PhaseChoice, done: list[FrozenTrial]) -> Edge | None:
     """The edge being extended: the side of the steps already run, else the side the choice
     sits on; None when it sits inside the grid."""
     if done:
         value = done[0].params[axis.optuna_name]
     else:
-        value = choice.get("params", {}).get(axis.optuna_name)
+        value = choice.params.get(axis.optuna_name)
         if value not in (min(axis.choices), max(axis.choices)):
             return None
     direction = "up" if value >= max(axis.choices) else "down"
@@ -122,30 +126,30 @@ def _end(axis: RefinedParam, edge: Edge) -> Any:
     return max(axis.choices) if edge.direction == "up" else min(axis.choices)
 
 
-def _at(choice: dict[str, Any], axis: RefinedParam, value: Any) -> bool:
-    return choice.get("params", {}).get(axis.optuna_name) == value
+def _at(choice: PhaseChoice, axis: RefinedParam, value: Any) -> bool:
+    return choice.params.get(axis.optuna_name) == value
 
 
 def _run_step(
-    study: optuna.Study, run: RunTrial, choice: dict[str, Any], axis: RefinedParam,
+    study: optuna.Study, run: RunTrial, choice: PhaseChoice, axis: RefinedParam,
     value: Any, step: int,
 ) -> FrozenTrial | None:
     """Run step `step`: the chosen trial's params with the axis at `value`. None when it did
     not finish (it failed, or another worker is running it and will record the outcome)."""
     if _last_of_step(study, step, (TrialState.RUNNING,)) is not None:
         return None
-    run({**choice["params"], axis.optuna_name: value}, {ATTR_EDGE_STEP: step})
+    run({**choice.params, axis.optuna_name: value}, {records.EDGE_STEP: step})
     return _last_of_step(study, step, FINISHED)
 
 
 def _last_of_step(study: optuna.Study, step: int, states=None) -> FrozenTrial | None:
     trials = study.get_trials(deepcopy=False, states=states)
-    return next((t for t in reversed(trials) if t.user_attrs.get(ATTR_EDGE_STEP) == step), None)
+    return next((t for t in reversed(trials) if _step_of(t) == step), None)
 
 
 def _record(
     study: optuna.Study, axis: RefinedParam, edge: Edge, ladder: tuple, done: list[FrozenTrial],
-    choice: dict[str, Any],
+    choice: PhaseChoice,
 ) -> dict[str, Any]:
     """What the extension added and why, for the stored choice (`hpsearch best` prints it)."""
     steps = len(done)
@@ -180,16 +184,16 @@ def _still_why(study: optuna.Study, axis: RefinedParam, edge: Edge, ladder: tupl
     if last is not None and last.state == TrialState.RUNNING:
         return f"still at the edge: step {steps + 1} (trial {last.number}) is still running"
     if last is not None and last.state == TrialState.FAIL:
-        error = last.user_attrs.get("error", "unknown error")
+        error = TrialFacts.of(last).error or "unknown error"
         return (f"still at the edge: step {steps + 1} (trial {last.number}) failed: {error}; "
                 "rerun to retry")
     return "still at the edge: the extension is unfinished; rerun to resume"
 
 
-def _inside(choice: dict[str, Any], axis: RefinedParam) -> str:
-    value = choice.get("params", {}).get(axis.optuna_name)
+def _inside(choice: PhaseChoice, axis: RefinedParam) -> str:
+    value = choice.params.get(axis.optuna_name)
     where = "" if value is None else f" ({axis.name} {value:g})"
-    return f"the choice, trial {choice['trial']}{where}, lies inside the values tried"
+    return f"the choice, trial {choice.trial}{where}, lies inside the values tried"
 
 
 def _listed(values) -> str:

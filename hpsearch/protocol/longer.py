@@ -19,8 +19,6 @@ from typing import Any
 from hpsearch.protocol.chain import Inheritance, still_improving
 from hpsearch.spec import StudySpec
 
-ATTR_TRAIN_LONGER = "train_longer"  # study attribute: {from, to, patience, reason}
-
 
 @dataclass(frozen=True)
 class LongerTraining:
@@ -57,7 +55,7 @@ def longer_training(spec: StudySpec, inheritance: Inheritance, epochs: int) -> L
     rule, choice = spec.train_longer, inheritance.last_choice()
     if rule is None or choice is None:
         return None
-    ran = int((choice.get("config") or {}).get("epochs", epochs))
+    ran = int(choice.config.get("epochs", epochs))
     target = max(epochs, ran)
     improving = still_improving(choice)
     if improving:

@@ -22,6 +22,15 @@ class Criterion:
     name: str
     direction: str  # "maximize" | "minimize"
     tolerance: float = 0.0  # in the criterion's own units (accuracy 0.005 = 0.5 points)
+    label: str = ""  # in words, for the explanation ("peak validation accuracy")
+    accuracy: bool = False  # an accuracy (a fraction): its tolerance reads in points
+
+    def words(self) -> str:
+        return self.label or self.name
+
+    def tolerance_words(self) -> str:
+        """`0.5 points` for an accuracy, else the tolerance in the criterion's own units."""
+        return f"{self.tolerance * 100:g} points" if self.accuracy else f"{self.tolerance:g}"
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class Choice:
     steps: list[str] = field(default_factory=list)
     runners_up: list[dict[str, Any]] = field(default_factory=list)
     kept_baseline: bool = False
+    why: str = ""  # the steps in words: "3 of 7 trials within 0.5 points of ..."
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,7 +60,19 @@ class Choice:
             "steps": self.steps,
             "runners_up": self.runners_up,
             "kept_baseline": self.kept_baseline,
+            "why": self.why,
         }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One criterion's narrowing of the pool: `kept` of `of` trials within its tolerance of
+    the best value."""
+
+    criterion: Criterion
+    best: float
+    kept: int
+    of: int
 
 
 def score(candidate: Candidate, criterion: Criterion) -> float:
@@ -69,7 +91,7 @@ def select(candidates: Sequence[Candidate], criteria: Sequence[Criterion]) -> Ch
     if not candidates:
         raise ValueError("select() needs at least one candidate")
     pool = list(candidates)
-    steps = []
+    steps: list[Step] = []
     for criterion in criteria:
         pool, step = _within_tolerance(pool, criterion)
         steps.append(step)
@@ -78,25 +100,45 @@ def select(candidates: Sequence[Candidate], criteria: Sequence[Criterion]) -> Ch
     main = criteria[0]
     chosen = min(pool, key=lambda c: (-score(c, main), c.trial))
     runners = [c for c in candidates if c.trial != chosen.trial]
+    lines = [_step_line(step) for step in steps]
     return Choice(
         trial=chosen.trial,
-        reason=_reason(chosen, criteria, steps),
-        steps=steps,
+        reason=_reason(chosen, criteria, lines),
+        steps=lines,
         runners_up=_runners_up(runners, criteria),
+        why=explain(steps, tie=len(pool) > 1),
     )
 
 
-def _within_tolerance(
-    pool: list[Candidate], criterion: Criterion
-) -> tuple[list[Candidate], str]:
+def _within_tolerance(pool: list[Candidate], criterion: Criterion) -> tuple[list[Candidate], Step]:
     best = max(score(c, criterion) for c in pool)
     kept = [c for c in pool if score(c, criterion) >= best - criterion.tolerance]
-    shown = _plain(best, criterion)
-    step = (
-        f"{criterion.name}: best {shown:.4g}; {len(kept)} of {len(pool)} trials within "
-        f"{criterion.tolerance:g}"
-    )
-    return kept, step
+    return kept, Step(criterion, _plain(best, criterion), len(kept), len(pool))
+
+
+def _step_line(step: Step) -> str:
+    return (f"{step.criterion.name}: best {step.best:.4g}; {step.kept} of {step.of} trials "
+            f"within {step.criterion.tolerance:g}")
+
+
+def explain(steps: Sequence[Step], tie: bool = False) -> str:
+    """The selection in words: `3 of 7 trials within 0.5 points of the highest peak
+    validation accuracy (0.9713); the lowest validation loss at the peak decided (0.081)`."""
+    parts = []
+    for index, step in enumerate(steps):
+        c = step.criterion
+        extreme = "highest" if c.direction == "maximize" else "lowest"
+        if step.kept == 1:
+            among = " among them" if index else ""
+            parts.append(f"the {extreme} {c.words()}{among} decided ({step.best:.4g})")
+            break
+        who = f"{step.kept} of {step.of} trials" if index == 0 else f"{step.kept} of them"
+        parts.append(f"{who} within {c.tolerance_words()} of the {extreme} {c.words()} "
+                     f"({step.best:.4g})")
+    if tie:
+        parts.append(f"a tie on every criterion: the best {steps[0].criterion.words()}, then "
+                     "the lowest trial number, decided")
+    return "; ".join(parts)
 
 
 def _plain(best: float, criterion: Criterion) -> float:
@@ -134,10 +176,12 @@ def keep_or_baseline(
     if chosen.baseline:
         choice.kept_baseline = True
         choice.reason = f"baseline kept: {choice.reason}"
+        choice.why = f"{choice.why}; that is the baseline (trial {baseline.trial}): kept"
         return choice
     gain = score(chosen, main) - score(baseline, main)
     if gain > keep_tolerance:
         choice.reason += f"; beats the baseline (trial {baseline.trial}) by {gain:.4g}"
+        choice.why += f"; it beats the baseline (trial {baseline.trial}) by {gain:.4g}"
         return choice
     return Choice(
         trial=baseline.trial,
@@ -148,4 +192,7 @@ def keep_or_baseline(
         steps=choice.steps,
         runners_up=choice.runners_up,
         kept_baseline=True,
+        why=(f"{choice.why}; but trial {chosen.trial} gains only {gain:.4g} {main.words()} "
+             f"over the baseline (trial {baseline.trial}), not more than {keep_tolerance:g}: "
+             "the baseline is kept"),
     )

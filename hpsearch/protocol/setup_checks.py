@@ -15,7 +15,11 @@ import torch
 
 from hpsearch.config import TrainConfig
 from hpsearch.protocol._check_result import CheckResult
-from hpsearch.protocol._setup_data import check_disjoint, check_labels, check_normalisation
+from hpsearch.protocol._setup_data import (
+    check_disjoint,
+    check_labels,
+    check_normalisation,
+)
 from hpsearch.protocol._setup_model import check_initial_loss, check_overfit_one_batch
 from hpsearch.train.losses import CLASSIFICATION, task_of
 from hpsearch.train.splits import DataModuleSource, DataSplits

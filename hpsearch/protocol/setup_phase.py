@@ -11,11 +11,10 @@ import dataclasses
 
 import optuna
 
+from hpsearch import records
 from hpsearch.errors import HpsearchError
 from hpsearch.protocol.setup_checks import failed, format_results, run_setup_checks
 from hpsearch.train import load_data
-
-ATTR_CHECKS = "setup_checks"
 
 
 class SetupCheckFailed(HpsearchError):
@@ -27,7 +26,7 @@ def run_setup_phase(study: optuna.Study, objective) -> None:
     config = objective.config_for({})
     data = load_data(config, objective.device)
     results = run_setup_checks(config, data, objective.device)
-    study.set_user_attr(ATTR_CHECKS, [dataclasses.asdict(r) for r in results])
+    records.write_setup_checks(study, [dataclasses.asdict(r) for r in results])
     bad = failed(results)
     if bad:
         lines = "; ".join(format_results(bad))

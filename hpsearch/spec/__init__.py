@@ -11,9 +11,13 @@ A file with `spaces:` (one per model family) or `refine` nodes is narrowed first
 """
 
 from hpsearch.spec._families import MODEL_FAMILIES, MissingSpace
-from hpsearch.spec.catalog import StudyFile, catalog, find_study_file, list_study_files
-from hpsearch.spec._protocol_fields import ELIMINATION_REASONS, PRECONDITIONS, SelectionSpec
+from hpsearch.spec._protocol_fields import (
+    ELIMINATION_REASONS,
+    PRECONDITIONS,
+    SelectionSpec,
+)
 from hpsearch.spec._sections import ObjectiveSpec
+from hpsearch.spec.catalog import StudyFile, catalog, find_study_file, list_study_files
 from hpsearch.spec.samplers import PrunerSpec, SamplerSpec, build_pruner, build_sampler
 from hpsearch.spec.space import Refinement, SearchSpace, parse_space
 from hpsearch.spec.study_file import StudySpec, load_study_spec, parse_study_spec

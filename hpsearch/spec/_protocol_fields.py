@@ -43,6 +43,8 @@ class SelectionSpec(BaseModel):
     criterion: str  # a metrics.METRICS name
     direction: str  # maximize | minimize
     tolerance: float = 0.0
+    label: str = ""  # the criterion in words, for the choice's reason
+    accuracy: bool = False  # an accuracy (a fraction): its tolerance reads in points
 
 
 class _SelectionEntry(BaseModel):
@@ -108,8 +110,7 @@ def parse_selection(
 ) -> list[SelectionSpec]:
     """The selection criteria in order; absent: the objective's metrics, tolerance 0."""
     if raw is None:
-        return [SelectionSpec(criterion=m, direction=d)
-                for m, d in zip(objective.metrics, objective.directions)]
+        return [selection_spec(m, d) for m, d in zip(objective.metrics, objective.directions)]
     if not isinstance(raw, list):
         raise bad_type(file, field, "a list", raw)
     if not raw:
@@ -135,5 +136,12 @@ def _selection_entry(item: Any, file: str, field: str) -> SelectionSpec:
         direction = METRICS[entry.criterion].direction
     if direction not in DIRECTIONS:
         raise unknown_name(file, join(field, "direction"), "direction", direction, DIRECTIONS)
-    return SelectionSpec(criterion=entry.criterion, direction=direction,
-                         tolerance=entry.tolerance)
+    return selection_spec(entry.criterion, direction, entry.tolerance)
+
+
+def selection_spec(criterion: str, direction: str, tolerance: float = 0.0) -> SelectionSpec:
+    """A criterion with its words: the metric's description without its parenthesis."""
+    metric = METRICS.get(criterion)
+    label = metric.description.split(" (")[0] if metric else criterion.replace("_", " ")
+    return SelectionSpec(criterion=criterion, direction=direction, tolerance=tolerance,
+                         label=label, accuracy=bool(metric and metric.needs_accuracy))

@@ -15,7 +15,14 @@ from typing import Any, Callable, Mapping
 from hpsearch.config import base_type
 from hpsearch.errors import SpecError
 from hpsearch.spec._messages import bad_type, check_keys, check_setting_value, join
-from hpsearch.spec._params import ChoiceParam, Edge, Param, RefinedParam, RefineParam, walk
+from hpsearch.spec._params import (
+    ChoiceParam,
+    Edge,
+    Param,
+    RefinedParam,
+    RefineParam,
+    walk,
+)
 
 # At most x4 beyond a [0.5, 1, 2] grid (x1.67**2 for SGD's [0.67, 1, 1.67]). A rate that
 # still improves two more doublings past the refinement is the lr phase's eliminatory

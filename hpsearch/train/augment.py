@@ -7,8 +7,8 @@ Python, no host synchronisation. Validation and test batches are never augmented
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 import torch.nn.functional as F
+from torch import Tensor
 
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError

@@ -18,9 +18,9 @@ from torch import Tensor
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError
 from hpsearch.train.factory_data import splits_from_factory
+from hpsearch.train.models import is_lightning_data
 from hpsearch.train.registry import resolve_factory
 from hpsearch.train.sources import BUILTIN_DATASETS, RawData, read_builtin
-from hpsearch.train.models import is_lightning_data
 from hpsearch.train.splits import DataModuleSource, DataSplits, Split, TensorSplit
 
 __all__ = [

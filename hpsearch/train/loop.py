@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -63,19 +64,41 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass
+class Trained:
+    """What a finished run leaves besides its history, for a checkpoint: the model, the
+    optimizer and scheduler with their state [004], and the peak epoch's weights."""
+
+    model: nn.Module  # as it ends: the peak's weights with early stopping, else the last ones
+    optimizer: torch.optim.Optimizer | None
+    scheduler: Any | None
+    epochs: int  # epochs trained
+    peak_epoch: int | None = None
+    peak_state: dict[str, Tensor] | None = None  # the weights the stored criteria were read on
+    input_shape: tuple[int, ...] = ()
+    num_classes: int = 0
+
+    def best_weights(self) -> dict[str, Tensor]:
+        """The peak epoch's weights when kept, else the model's own."""
+        return self.peak_state if self.peak_state is not None else self.model.state_dict()
+
+
 def train(
     config: TrainConfig, data: DataSplits, device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
     *, tensorboard: str | os.PathLike | None = None,
+    on_trained: Callable[[Trained], None] | None = None,
 ) -> list[dict]:
     """Train as `fit` does and return only the epoch history."""
-    return fit(config, data, device, on_epoch, tensorboard=tensorboard)[1]
+    return fit(config, data, device, on_epoch, tensorboard=tensorboard,
+               on_trained=on_trained)[1]
 
 
 def fit(
     config: TrainConfig, data: DataSplits, device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
     *, tensorboard: str | os.PathLike | None = None,
+    on_trained: Callable[[Trained], None] | None = None,
 ) -> tuple[nn.Module, list[dict]]:
     """Train `config.model` on `data.train` for `config.epochs` epochs; return (model, history).
 
@@ -90,7 +113,8 @@ def fit(
     training stops after that many epochs without a new validation peak and the model
     returned has the peak epoch's weights (else its last ones). With `tensorboard`, a folder
     (one per run), the run's TensorBoard event files are written there (train/tensorboard.py
-    [001]); the training itself is the same with or without.
+    [001]); the training itself is the same with or without. `on_trained` gets what a
+    checkpoint needs (`Trained`, the peak's weights kept) once the run ended normally.
     """
     device = torch.device(device)
     check_augment(config, data.input_shape)
@@ -103,7 +127,7 @@ def fit(
     step = TrainStep(model, optimizer, scheduler, config)
     per_epoch_val = validation_subset(data.val, config.val_subset)
     subset = per_epoch_val is not data.val
-    peak = PeakKeeper(keep_weights=subset or config.patience > 0)
+    peak = PeakKeeper(keep_weights=subset or config.patience > 0 or on_trained is not None)
     history: list[dict] = []
     log = _run_logger(tensorboard, model, data, step, config, device)  # None when not asked
     try:
@@ -132,6 +156,9 @@ def fit(
         _validate_peak_fully(model, peak, data.val, config, device, step.loss, history)
     if config.patience and peak.state is not None:
         model.load_state_dict(peak.state)  # early stopping keeps the peak's weights
+    if on_trained is not None:
+        on_trained(Trained(model, optimizer, scheduler, len(history), peak.epoch, peak.state,
+                           tuple(data.input_shape), data.num_classes))
     return model, history
 
 

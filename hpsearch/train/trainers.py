@@ -7,6 +7,7 @@ read the history, so they work the same whoever trains.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import torch
@@ -14,6 +15,7 @@ import torch
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError
 from hpsearch.train import hooks, lightning, loop
+from hpsearch.train.loop import Trained
 from hpsearch.train.models import is_lightning
 from hpsearch.train.registry import resolve_factory
 from hpsearch.train.splits import DataModuleSource, DataSplits
@@ -33,29 +35,47 @@ def trainer_of(config: TrainConfig, where: str = "model") -> str:
 def fit(
     config: TrainConfig, data: DataSplits | DataModuleSource, device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
+    *, tensorboard: str | os.PathLike | None = None,
+    on_trained: Callable[[Trained], None] | None = None,
 ) -> tuple[Any, list[dict]]:
-    """Train `config` on `data`; return (model, history)."""
+    """Train `config` on `data`; return (model, history). `tensorboard` (a run's folder) and
+    `on_trained` (what a checkpoint needs) as in loop.fit; a hook or a Lightning module gives
+    `on_trained` the model it returned (no optimizer state), and TensorBoard is hpsearch's
+    loop's alone."""
     kind = trainer_of(config)
+    if kind == HPSEARCH:
+        return loop.fit(config, _splits(config, data), device, on_epoch,
+                        tensorboard=tensorboard, on_trained=on_trained)
     if kind == FIT_HOOK:
-        return hooks.fit_with_hook(config, data, device, on_epoch)
-    if kind == LIGHTNING:
-        return lightning.fit_lightning(config, data, device, on_epoch)
-    return loop.fit(config, _splits(config, data), device, on_epoch)
+        model, history = hooks.fit_with_hook(config, data, device, on_epoch)
+    else:
+        model, history = lightning.fit_lightning(config, data, device, on_epoch)
+    if on_trained is not None and isinstance(model, torch.nn.Module):
+        shape, classes = ((data.input_shape, data.num_classes) if isinstance(data, DataSplits)
+                          else ((), 0))
+        on_trained(Trained(model, None, None, len(history), input_shape=tuple(shape),
+                           num_classes=classes))
+    return model, history
 
 
 def train(
     config: TrainConfig, data: DataSplits | DataModuleSource, device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
+    *, tensorboard: str | os.PathLike | None = None,
+    on_trained: Callable[[Trained], None] | None = None,
 ) -> list[dict]:
     """Train as `fit` does and return only the epoch history."""
-    return fit(config, data, device, on_epoch)[1]
+    return fit(config, data, device, on_epoch, tensorboard=tensorboard,
+               on_trained=on_trained)[1]
 
 
 def fit_and_test(
-    config: TrainConfig, data: DataSplits | DataModuleSource, device: torch.device
+    config: TrainConfig, data: DataSplits | DataModuleSource, device: torch.device,
+    on_trained: Callable[[Trained], None] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train `config` once more and evaluate the final model once on the test split:
-    (model, {"loss", "acc", "epochs"}); acc is None for a task without accuracy."""
+    (model, {"loss", "acc", "epochs"}); acc is None for a task without accuracy.
+    `on_trained` gets the run's optimizer and scheduler (hpsearch's loop) before the test."""
     kind = trainer_of(config)
     if kind == LIGHTNING:
         model, result = lightning.fit_and_test_lightning(config, data, device)
@@ -71,7 +91,7 @@ def fit_and_test(
         last = history[-1]
         return model, {"loss": last.get("val_loss"), "acc": last.get("val_acc"),
                        "epochs": len(history)}
-    model, history = loop.fit(config, splits, device)
+    model, history = loop.fit(config, splits, device, on_trained=on_trained)
     test_loss, test_acc = loop.evaluate(model, splits.test, config, device)
     return model, {"loss": test_loss, "acc": test_acc, "epochs": len(history)}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import optuna
 
-from hpsearch.protocol.run import run_protocol
+from hpsearch.phases.protocol import run_protocol
 from hpsearch.runner import run_study
 from tests.conftest import REPO
 

@@ -21,11 +21,12 @@ from hpsearch.protocol import (
     plateaus_too_early,
     stability,
     train_loss_area,
-    undertrained,
     underfits,
+    undertrained,
     val_loss_at_peak,
 )
 from hpsearch.protocol.chain import Inheritance, precondition_failure
+from hpsearch.records import PhaseChoice
 
 EPOCHS = 40
 ELIMINATORY = (diverges, oscillates, underfits, plateaus_too_early, undertrained)
@@ -465,7 +466,7 @@ def test_classification_criteria_are_unchanged(history, expected):
 def test_precondition_overfits_follows_the_trial_verdict_and_names_its_threshold():
     def inherited(history):
         # the criteria a phase stores with its choice, as `trial_criteria` writes them
-        choice = {"criteria": all_criteria(history), "config": {}}
+        choice = PhaseChoice(trial=0, criteria=all_criteria(history))
         return Inheritance(sources=[{"study": "parent"}], choices={"parent": choice})
 
     assert precondition_failure("overfits", inherited(REGRESSION)) is None

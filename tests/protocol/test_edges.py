@@ -8,17 +8,21 @@ import math
 import optuna
 import pytest
 from click.testing import CliRunner
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import TrialState, create_trial
 
 import hpsearch
-from hpsearch import runner
+from hpsearch import records, runner
 from hpsearch.cli import cli
 from hpsearch.protocol.choice import choose
-from hpsearch.protocol.edges import ATTR_EDGE_STEP, extend_at_edges
-from hpsearch.spec._refine import MAX_EDGE_STEPS
+from hpsearch.protocol.edges import extend_at_edges
 from hpsearch.spec import build_sampler, parse_space, parse_study_spec
 from hpsearch.spec._params import ChoiceParam, RefinedParam
+from hpsearch.spec._refine import MAX_EDGE_STEPS
 from hpsearch.spec.yaml_loader import load_yaml_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -130,15 +134,18 @@ def graded(loss, points=GRID):
 
 
 def extend(study, spec, run):
-    return extend_at_edges(study, spec, choose(study, spec), run)
+    """As the runner does: choose, extend at the edge, store the choice."""
+    choice = extend_at_edges(study, spec, choose(study.get_trials(deepcopy=False), spec), run)
+    records.write_choice(study, choice)
+    return choice
 
 
 def test_a_choice_on_the_top_edge_walks_up_to_the_bound_and_says_to_widen_the_grid():
     study, spec, run = graded(best_at(1.0))
     choice = extend(study, spec, run)
     assert run.values == [0.012, 0.024]
-    assert choice["params"]["lr"] == 0.024
-    record = choice["extended"]
+    assert choice.params["lr"] == 0.024
+    record = choice.extended
     assert {k: record[k] for k in ("setting", "grid", "direction", "step", "added")} == {
         "setting": "lr", "grid": GRID, "direction": "up", "step": 2.0, "added": [0.012, 0.024]}
     assert record["still_at_edge"] is True
@@ -146,17 +153,17 @@ def test_a_choice_on_the_top_edge_walks_up_to_the_bound_and_says_to_widen_the_gr
         "the choice 0.006 sat on the top edge of the grid [0.0015, 0.003, 0.006]; extended by "
         "x2 up, at most 2 steps: tried 0.012, 0.024; still at the edge after 2 steps: widen "
         "the exploration grid")
-    assert study.user_attrs["selection"] == choice
-    assert [t.user_attrs.get(ATTR_EDGE_STEP) for t in study.trials] == [None] * 3 + [1, 2]
+    assert study.user_attrs["selection"] == choice.to_dict()
+    assert [t.user_attrs.get(records.EDGE_STEP) for t in study.trials] == [None] * 3 + [1, 2]
 
 
 def test_the_walk_stops_once_the_choice_is_back_inside():
     study, spec, run = graded(best_at(0.012))
     choice = extend(study, spec, run)
     assert run.values == [0.012, 0.024]  # 0.012 was the new edge: one more step checked it
-    assert choice["params"]["lr"] == 0.012 and choice["extended"]["still_at_edge"] is False
-    assert choice["extended"]["reason"].endswith(
-        f"tried 0.012, 0.024; the choice, trial {choice['trial']} (lr 0.012), lies inside "
+    assert choice.params["lr"] == 0.012 and choice.extended["still_at_edge"] is False
+    assert choice.extended["reason"].endswith(
+        f"tried 0.012, 0.024; the choice, trial {choice.trial} (lr 0.012), lies inside "
         "the values tried")
 
 
@@ -164,9 +171,9 @@ def test_a_choice_on_the_bottom_edge_walks_down():
     study, spec, run = graded(best_at(1.2e-3))  # 0.0015 beats 0.00075
     choice = extend(study, spec, run)
     assert run.values == [0.00075]
-    assert choice["params"]["lr"] == 0.0015
-    assert choice["extended"]["direction"] == "down"
-    assert choice["extended"]["reason"].startswith(
+    assert choice.params["lr"] == 0.0015
+    assert choice.extended["direction"] == "down"
+    assert choice.extended["reason"].startswith(
         "the choice 0.0015 sat on the bottom edge of the grid [0.0015, 0.003, 0.006]; extended "
         "by x0.5 down, at most 2 steps: tried 0.00075; ")
 
@@ -174,12 +181,12 @@ def test_a_choice_on_the_bottom_edge_walks_down():
 def test_an_interior_choice_extends_nothing():
     study, spec, run = graded(best_at(3e-3))
     choice = extend(study, spec, run)
-    assert run.values == [] and "extended" not in choice
+    assert run.values == [] and choice.extended is None
 
 
 def test_a_grid_not_spent_extends_nothing():
     study, spec, run = graded(best_at(1.0), points=GRID[1:])  # `--trials 2`
-    assert "extended" not in extend(study, spec, run) and run.values == []
+    assert extend(study, spec, run).extended is None and run.values == []
 
 
 def test_a_rerun_runs_no_step_again_and_keeps_the_choice():
@@ -193,19 +200,19 @@ def test_an_interrupted_extension_resumes_at_its_step():
     study, spec, run = graded(best_at(1.0))
     run.fail = 0.024
     choice = extend(study, spec, run)
-    assert choice["extended"]["added"] == [0.012]
-    assert choice["extended"]["reason"].endswith("still at the edge: step 2 (trial 4) failed: "
+    assert choice.extended["added"] == [0.012]
+    assert choice.extended["reason"].endswith("still at the edge: step 2 (trial 4) failed: "
                                                  "unknown error; rerun to retry")
     resumed = Runs(study, spec, best_at(1.0))
-    assert extend(study, spec, resumed)["extended"]["added"] == [0.012, 0.024]
+    assert extend(study, spec, resumed).extended["added"] == [0.012, 0.024]
     assert resumed.values == [0.024]
 
 
 def test_a_pass_that_may_run_nothing_records_what_is_left():
     study, spec, _ = graded(best_at(1.0))
     choice = extend(study, spec, None)  # the workers' summary pass: a zero budget
-    assert choice["extended"]["added"] == []
-    assert choice["extended"]["reason"].endswith(
+    assert choice.extended["added"] == []
+    assert choice.extended["reason"].endswith(
         "still at the edge: the extension is unfinished; rerun to resume")
 
 
@@ -255,7 +262,7 @@ def interrupt_at_step_2(monkeypatch):
     original = runner._run_enqueued
 
     def run_enqueued(study, objective, guard, params, user_attrs):
-        if user_attrs.get(ATTR_EDGE_STEP) == 2:
+        if user_attrs.get(records.EDGE_STEP) == 2:
             study.enqueue_trial(params, user_attrs=user_attrs)
             raise KeyboardInterrupt
         original(study, objective, guard, params, user_attrs)
@@ -275,13 +282,13 @@ def test_a_refinement_chosen_at_its_edge_runs_the_steps_beyond(run, url, studies
     study = optuna.load_study(study_name="lr_refine", storage=url)
     assert summary.new_trials == [4] and not summary.nothing_to_do  # step 2 resumed
     assert observer.calls == [("start", 3, 4), ("trial", 4)]
-    lrs = {t.user_attrs.get(ATTR_EDGE_STEP): t.params["lr"] for t in study.trials}
+    lrs = {t.user_attrs.get(records.EDGE_STEP): t.params["lr"] for t in study.trials}
     assert sorted(t.params["lr"] for t in study.trials) == [5e-5, 1e-4, 2e-4, 4e-4, 8e-4]
     assert (lrs[1], lrs[2]) == (4e-4, 8e-4)
-    assert summary.choice["config"]["lr"] == 8e-4
-    assert summary.choice["extended"]["added"] == [4e-4, 8e-4]
-    assert summary.choice["extended"]["reason"].endswith("widen the exploration grid")
-    assert study.user_attrs["selection"] == summary.choice
+    assert summary.choice.config["lr"] == 8e-4
+    assert summary.choice.extended["added"] == [4e-4, 8e-4]
+    assert summary.choice.extended["reason"].endswith("widen the exploration grid")
+    assert study.user_attrs["selection"] == summary.choice.to_dict()
 
     again = hpsearch.run_study("lr_refine", storage=url, studies_dir=studies_dir)
     assert again.nothing_to_do and again.new_trials == []
@@ -296,5 +303,5 @@ def test_a_refinement_chosen_at_its_edge_runs_the_steps_beyond(run, url, studies
 def test_a_refinement_chosen_inside_its_grid_runs_nothing_more(run, url):
     summary = run("[1, 100, 10000]")  # 1e-4, 1e-2, 1: 1e-2 wins at 3 epochs
     study = optuna.load_study(study_name="lr_refine", storage=url)
-    assert len(study.trials) == 3 and "extended" not in summary.choice
-    assert summary.choice["config"]["lr"] == 0.01
+    assert len(study.trials) == 3 and summary.choice.extended is None
+    assert summary.choice.config["lr"] == 0.01

@@ -9,10 +9,11 @@ import torch
 
 from hpsearch.config import TrainConfig
 from hpsearch.errors import SpecError
+from hpsearch.phases.protocol import run_protocol
+from hpsearch.phases.test_set import run_test
 from hpsearch.protocol.chain import Inheritance
 from hpsearch.protocol.longer import longer_training
-from hpsearch.protocol.run import run_protocol
-from hpsearch.protocol.test_phase import run_test
+from hpsearch.records import PhaseChoice
 from hpsearch.runner import run_study
 from hpsearch.spec import parse_study_spec
 from hpsearch.train import evaluate, fit, load_data
@@ -30,8 +31,8 @@ def spec_with(rule):
 
 
 def inheriting(undertrained: bool, epochs_planned: int = 5, epochs_run: int = 5) -> Inheritance:
-    choice = {"trial": 3, "config": {"epochs": epochs_planned},
-              "criteria": {"undertrained": undertrained, "epochs": epochs_run}}
+    choice = PhaseChoice(trial=3, config={"epochs": epochs_planned},
+                         criteria={"undertrained": undertrained, "epochs": epochs_run})
     return Inheritance(config={"epochs": epochs_planned},
                        sources=[{"study": "parent", "trial": 3, "reason": ""}],
                        choices={"parent": choice})
@@ -59,12 +60,12 @@ def test_no_longer_training(rule, choice, epochs):
 
 def test_a_validation_peak_in_the_last_epochs_also_trains_longer():
     choice = inheriting(False, 40, 40)
-    choice.choices["parent"]["criteria"]["peak_epoch"] = 39
+    choice.choices["parent"].criteria["peak_epoch"] = 39
     longer = longer_training(spec_with({**RULE, "max_epochs": 80}), choice, epochs=40)
     assert longer.epochs == 80
     assert longer.reason.endswith("was still improving: its validation peak came at epoch 39 "
                                   "of 40")
-    choice.choices["parent"]["criteria"]["peak_epoch"] = 30  # it had peaked: no more epochs
+    choice.choices["parent"].criteria["peak_epoch"] = 30  # it had peaked: no more epochs
     assert longer_training(spec_with({**RULE, "max_epochs": 80}), choice, epochs=40) is None
 
 
@@ -126,7 +127,7 @@ def test_the_final_phase_runs_only_while_the_choice_still_improves():
 
     assert precondition_failure("improving", inheriting(True, 20, 20)) is None
     done = inheriting(False, 40, 40)
-    done.choices["parent"]["criteria"]["peak_epoch"] = 25
+    done.choices["parent"].criteria["peak_epoch"] = 25
     assert precondition_failure("improving", done) == (
         "the inherited choice was no longer improving at its end (validation peak at epoch 25 "
         "of 40, train loss not falling steeply): more epochs would not pay")
@@ -152,7 +153,7 @@ def test_the_final_phase_trains_the_choice_longer_and_the_test_phase_tests_it(tm
     assert summary.skipped is None and summary.longer.startswith("epochs 3 -> 6")
     (trial,) = optuna.load_study(study_name="final", storage=url).trials
     assert trial.user_attrs["config"]["epochs"] == 6 and trial.user_attrs["baseline"]
-    assert run_test("final", url)["config"]["epochs"] == 6  # the test trains the longer run
+    assert run_test("final", url).config["epochs"] == 6  # the test trains the longer run
 
 
 def test_the_final_phase_is_skipped_once_the_choice_stopped_improving(tmp_path):
@@ -165,3 +166,23 @@ def test_the_final_phase_is_skipped_once_the_choice_stopped_improving(tmp_path):
     summary = run_study("final", storage=url, studies_dir=folder, overrides=stops_early)
     assert summary.skipped.startswith("the inherited choice was no longer improving at its end")
     assert optuna.load_study(study_name="final", storage=url).trials == []
+
+
+def test_a_skipped_phase_passes_on_the_epochs_its_parent_trained():
+    """`--set epochs=4` with a parent trained longer (16): the test phase retrains what the
+    parent chose, not a 4-epoch run of it."""
+    from hpsearch.protocol.chain import skipped_choice
+
+    kept = {"artifact_id": "a1", "store": "/s", "trial": 2, "file": "f.pt", "bytes": 1}
+    parent = PhaseChoice(trial=2, config={"epochs": 16, "patience": 10, "lr": 0.01},
+                         checkpoint=kept)
+    inheritance = Inheritance(config={"epochs": 16, "patience": 10, "lr": 0.01},
+                              sources=[{"study": "scheduler", "trial": 2, "reason": ""}],
+                              choices={"scheduler": parent})
+    skipped = skipped_choice("no longer improving", inheritance,
+                             {"epochs": 4, "patience": 0, "lr": 0.01, "device": "cpu"})
+    assert skipped.config == {"epochs": 16, "patience": 10, "lr": 0.01, "device": "cpu"}
+    assert skipped.skipped and skipped.reason == "skipped: no longer improving"
+    assert skipped.checkpoint == kept  # the same configuration: the parent's model is its
+    asked_more = skipped_choice("x", inheritance, {"epochs": 40, "patience": 0, "lr": 0.01})
+    assert asked_more.config["epochs"] == 40 and asked_more.checkpoint is None

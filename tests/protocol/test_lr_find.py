@@ -15,7 +15,13 @@ from torch.utils.data import TensorDataset
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError, TrainingError
 from hpsearch.protocol.lr_find import (
-    LRFindResult, lr_find, lr_schedule, plot_lr_find, smooth, stop_reason, suggest_lr,
+    LRFindResult,
+    lr_find,
+    lr_schedule,
+    plot_lr_find,
+    smooth,
+    stop_reason,
+    suggest_lr,
 )
 from hpsearch.train import dataset, load_data, model
 

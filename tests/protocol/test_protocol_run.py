@@ -14,8 +14,8 @@ from optuna.trial import TrialState
 import hpsearch
 from hpsearch.cli import cli
 from hpsearch.errors import UsageError
-from hpsearch.protocol.run import PHASES, run_protocol
-from hpsearch.protocol.test_phase import run_test
+from hpsearch.phases.protocol import PHASES, run_protocol
+from hpsearch.phases.test_set import run_test
 from tests.conftest import REPO
 
 STUDIES = REPO / "studies"
@@ -41,7 +41,7 @@ def test_every_phase_runs_in_order(protocol_url):
     _, outcomes = protocol_url
     assert [o.phase for o in outcomes] == list(PHASES)
     assert all(o.status in {"ran", "skipped", "tested"} for o in outcomes)
-    assert outcomes[-1].status == "tested" and 0.5 < outcomes[-1].test["test_acc"] <= 1.0
+    assert outcomes[-1].status == "tested" and 0.5 < outcomes[-1].test.test_acc <= 1.0
 
 
 def test_running_it_twice_does_no_work_twice(protocol_url):
@@ -168,7 +168,7 @@ def test_eliminated_trials_are_pruned_with_their_reason(write_study, studies_dir
     assert reasons[1e4] == (TrialState.PRUNED, "diverged")
     assert reasons[1e-7] == (TrialState.PRUNED, "underfitting")
     assert reasons[0.1][0] == TrialState.COMPLETE
-    assert summary.choice["config"]["lr"] == 0.1
+    assert summary.choice.config["lr"] == 0.1
 
 
 def test_failed_setup_check_stops_the_protocol(tmp_path):

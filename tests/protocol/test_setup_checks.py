@@ -24,8 +24,7 @@ from hpsearch.protocol.setup_checks import (
     format_results,
     run_setup_checks,
 )
-from hpsearch.train import DataSplits, TensorSplit, load_data
-from hpsearch.train import registry
+from hpsearch.train import DataSplits, TensorSplit, load_data, registry
 
 CPU = torch.device("cpu")
 DIGITS = TrainConfig()

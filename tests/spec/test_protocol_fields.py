@@ -10,7 +10,6 @@ from hpsearch.protocol import criteria
 from hpsearch.spec import (
     ELIMINATION_REASONS,
     PRECONDITIONS,
-    SelectionSpec,
     StudySpec,
     parse_study_spec,
 )
@@ -33,17 +32,27 @@ def test_protocol_fields_default_to_a_plain_study():
     assert parsed.keep_tolerance == 0.0
 
 
+def plain(selection):
+    """The criteria as (name, direction, tolerance): their words are tested apart."""
+    return [(s.criterion, s.direction, s.tolerance) for s in selection]
+
+
 def test_selection_defaults_to_the_objective_metrics_with_no_tolerance():
     parsed = spec("objective: {metric: [best_val_acc, stability]}\npruner: {name: none}\n" + SPACE)
-    assert parsed.selection == [
-        SelectionSpec(criterion="best_val_acc", direction="maximize", tolerance=0.0),
-        SelectionSpec(criterion="stability", direction="minimize", tolerance=0.0),
-    ]
+    assert plain(parsed.selection) == [("best_val_acc", "maximize", 0.0),
+                                       ("stability", "minimize", 0.0)]
 
 
 def test_selection_default_follows_an_explicit_objective_direction():
     parsed = spec("objective: {metric: val_loss, direction: maximize}\n" + SPACE)
-    assert parsed.selection == [SelectionSpec(criterion="val_loss", direction="maximize")]
+    assert plain(parsed.selection) == [("val_loss", "maximize", 0.0)]
+
+
+def test_each_criterion_carries_its_words_and_whether_it_is_an_accuracy():
+    parsed = spec(OBJECTIVE + SPACE + "selection: [{criterion: best_val_acc, tolerance: 0.005},"
+                  " {criterion: val_loss_at_peak}]\n")
+    assert [(s.label, s.accuracy) for s in parsed.selection] == [
+        ("peak validation accuracy", True), ("validation loss at the peak-accuracy epoch", False)]
 
 
 def test_the_architecture_phase_reads_as_written():
@@ -60,10 +69,8 @@ def test_the_architecture_phase_reads_as_written():
     )
     parsed = spec(text)
     assert parsed.eliminate == ["diverged", "oscillating", "underfitting"]
-    assert parsed.selection == [
-        SelectionSpec(criterion="best_val_acc", direction="maximize", tolerance=0.005),
-        SelectionSpec(criterion="val_loss_at_peak", direction="minimize", tolerance=0.0),
-    ]
+    assert plain(parsed.selection) == [("best_val_acc", "maximize", 0.005),
+                                       ("val_loss_at_peak", "minimize", 0.0)]
     assert (parsed.precondition, parsed.baseline, parsed.keep_tolerance) == (
         "overfits", True, 0.002
     )
@@ -72,9 +79,7 @@ def test_the_architecture_phase_reads_as_written():
 def test_the_first_criterion_need_not_be_the_objective_metric():
     parsed = spec(OBJECTIVE + SPACE + "selection: [{criterion: overfitting_gap, "
                   "direction: maximize, tolerance: 1}]\n")
-    assert parsed.selection == [
-        SelectionSpec(criterion="overfitting_gap", direction="maximize", tolerance=1.0)
-    ]
+    assert plain(parsed.selection) == [("overfitting_gap", "maximize", 1.0)]
 
 
 @pytest.mark.parametrize("name", list(METRICS))

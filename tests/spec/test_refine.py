@@ -8,7 +8,13 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FixedTrial
 
 from hpsearch.errors import SpecError
-from hpsearch.spec import Refinement, SearchSpace, build_sampler, parse_space, parse_study_spec
+from hpsearch.spec import (
+    Refinement,
+    SearchSpace,
+    build_sampler,
+    parse_space,
+    parse_study_spec,
+)
 from hpsearch.spec.yaml_loader import load_yaml_text
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

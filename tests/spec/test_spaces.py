@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import (
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.trial import FixedTrial
 
 from hpsearch.errors import SpecError, UsageError
-from hpsearch.spec import MODEL_FAMILIES, MissingSpace, StudySpec, build_sampler, parse_study_spec
+from hpsearch.spec import (
+    MODEL_FAMILIES,
+    MissingSpace,
+    StudySpec,
+    build_sampler,
+    parse_study_spec,
+)
 from hpsearch.spec.yaml_loader import load_yaml_text
 
 OBJECTIVE = "objective: {metric: best_val_acc}\n"

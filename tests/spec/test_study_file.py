@@ -17,7 +17,6 @@ from hpsearch.spec import (
 from hpsearch.spec.catalog import bundled_dir
 from tests.spec.samples import OPTIMIZER_STUDY
 
-
 OBJECTIVE = "objective: {metric: val_acc}\n"
 SPACE = "space: {lr: {low: 1e-4, high: 1e-1, log: true}}\n"
 METRIC_NAMES = ", ".join(METRICS)

@@ -13,9 +13,8 @@ from torch.utils.data import TensorDataset
 
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError, DataError
-from hpsearch.train import DataSplits, TensorSplit, default_data_dir, load_data
+from hpsearch.train import DataSplits, TensorSplit, default_data_dir, load_data, sources
 from hpsearch.train import data as data_module
-from hpsearch.train import sources
 from hpsearch.train.data import cache_dir, split_indices
 
 CPU = torch.device("cpu")

@@ -10,7 +10,16 @@ from torch.utils.data import TensorDataset
 
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError
-from hpsearch.train import DataSplits, Diverged, TensorSplit, evaluate, fit, load_data, resolve_device, train
+from hpsearch.train import (
+    DataSplits,
+    Diverged,
+    TensorSplit,
+    evaluate,
+    fit,
+    load_data,
+    resolve_device,
+    train,
+)
 from hpsearch.train.augment import random_flip, random_translate
 from hpsearch.train.loop import batch_bounds, data_loader
 

@@ -8,8 +8,7 @@ from torch import nn
 
 from hpsearch.config import TrainConfig
 from hpsearch.errors import ConfigError
-from hpsearch.train import build_model
-from hpsearch.train import registry
+from hpsearch.train import build_model, registry
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 

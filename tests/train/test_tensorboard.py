@@ -16,7 +16,12 @@ from hpsearch.train import DataSplits, Diverged, TensorSplit, load_data, resolve
 from hpsearch.train.loop import fit, train
 from hpsearch.train.losses import build_loss
 from hpsearch.train.models import build_model
-from hpsearch.train.tensorboard import MAX_SNAPSHOTS, RunLogger, mean_entropy, snapshot_epochs
+from hpsearch.train.tensorboard import (
+    MAX_SNAPSHOTS,
+    RunLogger,
+    mean_entropy,
+    snapshot_epochs,
+)
 
 CPU = resolve_device("cpu")
 SMALL = {"train_fraction": 0.1}  # ~140 digits: a 50-epoch run takes well under a second

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from hpsearch import records
 from hpsearch.errors import HpsearchError, UsageError
-from hpsearch.preparation import stored_name_function
-from hpsearch.protocol.precheck import refuse_searched_overrides, refuse_stored_conflicts
-from hpsearch.protocol.test_phase import ATTR_TEST, result_text, run_test
-from hpsearch.results import load_study
+from hpsearch.phases.precheck import refuse_searched_overrides, refuse_stored_conflicts
+from hpsearch.phases.test_set import run_test
+from hpsearch.records import PhaseChoice, TestResult
 from hpsearch.runner import RunObserver, RunSummary, run_study
 from hpsearch.spec import StudySpec, find_study_file, load_study_spec
+from hpsearch.storage import Storage, connect, load_study, study_name
 
 # PROTOCOL.md's order: setup, learning rate (explore then refine, SGD and Adam), model
 # (architecture, regularization, BatchNorm), micro-optimisation (optimizer, its options,
@@ -50,7 +51,7 @@ class PhaseOutcome:
     status: str  # "ran" | "done" | "skipped" | "tested" | "eliminated" | "blocked"
     line: str  # one summary line: the choice and its main criterion
     summary: RunSummary | None = None
-    test: dict[str, Any] | None = None
+    test: TestResult | None = None
 
 
 def phases_between(start: str | None, stop: str | None) -> list[str]:
@@ -68,7 +69,7 @@ def phases_between(start: str | None, stop: str | None) -> list[str]:
 def run_protocol(
     *,
     studies_dir: str | Path | None = None,
-    storage: str | None = None,
+    storage: str | Storage | None = None,
     overrides: Mapping[str, Any] | None = None,
     start: str | None = None,
     stop: str | None = None,
@@ -76,6 +77,8 @@ def run_protocol(
     tag: str | None = None,
     observer: Callable[[str], RunObserver | None] = lambda phase: None,
     on_phase: Callable[[PhaseOutcome], None] = lambda outcome: None,
+    artifacts: str | Path | None = None,
+    tensorboard: str | Path | None = None,
 ) -> list[PhaseOutcome]:
     """Run the protocol's phases in order; return (and report) one outcome per phase.
 
@@ -84,6 +87,8 @@ def run_protocol(
     stored phase's fixed settings, before the first phase runs: a bad request stops before
     anything is stored. A phase where every trial is eliminated stops only the phases that
     inherit from it; the run fails (NoChoice) when the last phase asked for has no choice.
+    Every phase's chosen model and the tested one are kept in `artifacts` (checkpoints.py);
+    with `tensorboard`, every trial writes its TensorBoard event files there.
     """
     if trials_scale <= 0:
         raise UsageError(f"--trials-scale: must be > 0, got {trials_scale}; fix: use e.g. 0.5")
@@ -91,11 +96,13 @@ def run_protocol(
     specs = [load_study_spec(find_study_file(phase, studies_dir)) for phase in phases]
     refuse_searched_overrides(specs, overrides or {})
     refuse_stored_conflicts(specs, storage, overrides or {}, tag)
+    storage = connect(storage)  # opened once: every phase runs on it
     outcomes: list[PhaseOutcome] = []
     without_choice: dict[str, str] = {}  # phase -> why it has no choice (its own or a parent's)
     for phase, spec in zip(phases, specs):
         outcome = _blocked(phase, spec, without_choice, tag) or _run_phase(
-            phase, spec, storage, overrides or {}, trials_scale, tag, observer)
+            phase, spec, storage, overrides or {}, trials_scale, tag, observer,
+            {"artifacts": artifacts, "tensorboard": tensorboard})
         if outcome.status in ("eliminated", "blocked"):
             without_choice[phase] = outcome.line
         on_phase(outcome)
@@ -105,12 +112,14 @@ def run_protocol(
     return outcomes
 
 
-def _run_phase(phase, spec, storage, overrides, trials_scale, tag, observer) -> PhaseOutcome:
+def _run_phase(phase, spec, storage, overrides, trials_scale, tag, observer,
+               outputs: dict) -> PhaseOutcome:
+    """One phase; `outputs`: where its models (artifacts) and event files (tensorboard) go."""
     if spec.phase == "test":
-        return _test_phase(spec, storage, overrides, tag)
+        return _test_phase(spec, storage, overrides, tag, outputs["artifacts"])
     summary = run_study(
         spec, trials=_scaled_trials(spec, trials_scale), storage=storage, overrides=overrides,
-        tag=tag, observer=observer(phase),
+        tag=tag, observer=observer(phase), **outputs,
     )
     outcome = _outcome(phase, summary)
     if outcome.status != "skipped" and not summary.choice:
@@ -125,7 +134,7 @@ def _blocked(phase, spec, without_choice, tag) -> PhaseOutcome | None:
     parent = next((p for p in spec.parents() if p in without_choice), None)
     if parent is None:
         return None
-    name = stored_name_function(tag)(spec.name)
+    name = study_name(spec.name, tag)
     return PhaseOutcome(phase, name, "blocked", f"not run: it inherits `{parent}`, which has "
                         f"no choice ({without_choice[parent]})")
 
@@ -135,9 +144,9 @@ class NoChoice(HpsearchError):
     from) was eliminated or failed."""
 
 
-def _no_choice_line(summary: RunSummary, storage: str | None) -> str:
-    trials = load_study(summary.study_name, storage).get_trials(deepcopy=False)
-    reasons = Counter(t.user_attrs.get("reason") or t.state.name.lower() for t in trials)
+def _no_choice_line(summary: RunSummary, storage: Storage) -> str:
+    trials = load_study(storage, summary.study_name).get_trials(deepcopy=False)
+    reasons = Counter(records.TrialFacts.of(t).reason or t.state.name.lower() for t in trials)
     listed = ", ".join(f"{reason} x{count}" for reason, count in reasons.most_common())
     return f"no trial survived ({listed or 'no trials'})"
 
@@ -161,15 +170,15 @@ def _scaled_trials(spec: StudySpec, scale: float) -> int | None:
     return max(1, round(spec.trials * scale))
 
 
-def _test_phase(spec: StudySpec, storage, overrides, tag) -> PhaseOutcome:
+def _test_phase(spec: StudySpec, storage, overrides, tag, artifacts) -> PhaseOutcome:
     if not spec.inherits:
         raise UsageError(f"{spec.path}: inherits: the test phase must name the study to test")
-    target = stored_name_function(tag)(spec.inherits[-1])
+    target = study_name(spec.inherits[-1], tag)
     runtime = {k: v for k, v in overrides.items() if k in ("device", "data_dir")}
-    done = load_study(target, storage).user_attrs.get(ATTR_TEST)  # the test set is used once
-    result = done or run_test(target, storage, overrides=runtime)
+    done = records.read_test(load_study(storage, target))  # the test set is used once
+    result = done or run_test(target, storage, overrides=runtime, artifacts=artifacts)
     status = "done" if done else "tested"
-    line = f"{result_text(result)} of {target}'s choice, evaluated once"
+    line = f"{result.text()} of {target}'s choice, evaluated once"
     return PhaseOutcome(spec.name, target, status, line, test=result)
 
 
@@ -187,17 +196,15 @@ def _outcome(phase: str, summary: RunSummary) -> PhaseOutcome:
     return PhaseOutcome(phase, summary.study_name, status, line, summary)
 
 
-def choice_line(choice: Mapping[str, Any] | None) -> str:
+def choice_line(choice: PhaseChoice | None) -> str:
     """`chose trial 4 (lr=0.001): best_val_acc 0.9713` or why there is no choice."""
     if not choice:
         return "no completed trial: nothing chosen"
-    params = ", ".join(f"{k}={_short(v)}" for k, v in (choice.get("params") or {}).items())
-    head = "kept the baseline" if choice.get("kept_baseline") else f"chose trial {choice['trial']}"
-    criteria = choice.get("criteria") or {}
-    main = choice.get("main_criterion")
-    value = criteria.get(main) if main else None
+    params = ", ".join(f"{k}={_short(v)}" for k, v in choice.params.items())
+    head = "kept the baseline" if choice.kept_baseline else f"chose trial {choice.trial}"
+    main, value = choice.main_criterion, choice.main_value()
     tail = f": {main} {_short(value)}" if value is not None else ""
-    extra = choice.get("extra_epochs")
+    extra = choice.extra_epochs
     cost = f", {_short(extra)} epochs to converge vs the baseline" if extra else ""
     return f"{head}" + (f" ({params})" if params else "") + tail + cost
 

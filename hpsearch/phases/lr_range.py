@@ -6,33 +6,48 @@ inherited choice, its base, `--set`), so it answers "which LR for this phase" [0
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from hpsearch.preparation import ATTR_LR_RANGE, prepare_study
-from hpsearch.protocol.lr_find import lr_find, plot_lr_find
-from hpsearch.runner import resolve_spec
-from hpsearch.storage import resolve_storage_url
+from hpsearch import records
 from hpsearch.errors import UsageError
+from hpsearch.preparation import prepare_study
+from hpsearch.protocol.lr_find import lr_find, plot_lr_find
+from hpsearch.records import LrRange
+from hpsearch.runner import resolve_spec
+from hpsearch.storage import Storage
 from hpsearch.train import load_data
 from hpsearch.train.trainers import HPSEARCH, trainer_of
 
 PLOTS_DIR = Path("storage") / "plots"
 
 
+@dataclass(frozen=True)
+class LrRangeFound:
+    """What `hpsearch lr-find` found for a study: the range, why it stopped, the plot."""
+
+    study: str
+    range: LrRange
+    reason: str  # why the ramp stopped
+    steps: int  # batches it trained
+    plot: Path
+    recorded: bool  # stored on the study, for its LR search to use
+
+
 def find_for_study(
     study: str,
     *,
-    storage: str | None = None,
+    storage: str | Storage | None = None,
     overrides: Mapping[str, Any] | None = None,
     studies_dir: str | Path | None = None,
     plot: str | Path | None = None,
     record: bool = False,
     tag: str | None = None,
-) -> dict[str, Any]:
+) -> LrRangeFound:
     """Run the LR range test for `study`; write the plot; with `record`, store the range."""
     spec = resolve_spec(study, studies_dir)
-    prepared = prepare_study(spec, resolve_storage_url(storage), overrides or {}, tag=tag)
+    prepared = prepare_study(spec, storage, overrides or {}, tag=tag)
     if record:
         _refuse_recording_on_trials(prepared.study, study, tag)
     objective = prepared.objective
@@ -47,10 +62,10 @@ def find_for_study(
     result = lr_find(config, load_data(config, objective.device), objective.device)
     name = prepared.study.study_name
     path = plot_lr_find(result, Path(plot) if plot else PLOTS_DIR / f"lr_find_{_safe(name)}.png")
-    summary = result.to_dict()
+    found = LrRange.from_dict(result.to_dict())
     if record:
-        prepared.study.set_user_attr(ATTR_LR_RANGE, summary)
-    return {**summary, "study": name, "plot": str(path)}
+        records.write_lr_range(prepared.study, found)
+    return LrRangeFound(name, found, result.reason, result.steps, path, record)
 
 
 def _refuse_recording_on_trials(stored, study: str, tag: str | None) -> None:

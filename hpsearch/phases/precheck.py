@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import optuna
-
+from hpsearch import records
 from hpsearch.adapt import refuse_searched, searched_for, without_pinned_augment
 from hpsearch.config import RUNTIME_ONLY_KEYS, resolve_config
 from hpsearch.errors import StudyMismatchError
-from hpsearch.preparation import ATTR_FIXED, stored_name_function
 from hpsearch.spec import StudySpec
-from hpsearch.storage import open_storage, resolve_storage_url, storage_exists
+from hpsearch.storage import Storage, connect, find_study, study_name
 
 
 def refuse_searched_overrides(specs: Sequence[StudySpec], overrides: Mapping[str, Any]) -> None:
@@ -31,7 +29,7 @@ def refuse_searched_overrides(specs: Sequence[StudySpec], overrides: Mapping[str
 
 
 def refuse_stored_conflicts(
-    specs: Sequence[StudySpec], storage: str | None, overrides: Mapping[str, Any],
+    specs: Sequence[StudySpec], storage: str | Storage | None, overrides: Mapping[str, Any],
     tag: str | None,
 ) -> None:
     """Refuse, naming every phase at once, a run whose phase file or `--set` fixes a setting
@@ -39,19 +37,16 @@ def refuse_stored_conflicts(
     stored at 20 epochs). Only the settings the request itself fixes (the file's base and
     `--set`) are known before the parents run; an inherited setting that changes is still
     refused when its phase starts."""
-    url = resolve_storage_url(storage)
-    if not storage_exists(url):
+    backend = connect(storage, create=False)
+    if backend is None:
         return
-    backend = open_storage(url)
-    names = set(optuna.get_all_study_names(backend))
-    stored_name = stored_name_function(tag)
     conflicts = []
     for spec in specs:
-        name = stored_name(spec.name)
-        if spec.phase == "test" or name not in names:
+        name = study_name(spec.name, tag)
+        stored = find_study(backend, name) if spec.phase != "test" else None
+        if stored is None:
             continue
-        stored = optuna.load_study(study_name=name, storage=backend).user_attrs.get(ATTR_FIXED)
-        diffs = _differences(stored or {}, spec, overrides)
+        diffs = _differences(records.StudyFacts.of(stored).fixed_settings or {}, spec, overrides)
         if diffs:
             conflicts.append(f"`{name}` ({diffs})")
     if conflicts:

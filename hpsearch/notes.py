@@ -1,0 +1,207 @@
+"""What optuna-dashboard shows of the protocol: each phase study's note, its chosen and
+baseline trials marked, and its learning curves.
+
+optuna-dashboard shows a study's note (Markdown) at the top of its page, each trial's note on
+the trial, and plotly figures saved on the study. Its "Best Trial" badge is Optuna's best
+objective value, which may not be the protocol's choice (criteria with tolerances, the
+baseline rule): the note says which trial the protocol chose and why, and that trial's own
+note says it was chosen. Written when a phase chooses or is tested, from the stored records
+(records.py) only, and again by `hpsearch dashboard` for studies stored before.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpsearch import records
+from hpsearch.records import PhaseChoice, StudyFacts, TestResult
+
+CURVES_ID = "learning-curves"  # one figure per study, overwritten when the choice changes
+CURVE_METRICS = (("train_loss", "train loss"), ("val_acc", "validation accuracy"))
+TOP = 8  # curves drawn: the choice and its runners-up (the dashboard's own chart has all)
+
+
+def annotate(study: optuna.Study) -> None:
+    """Write the study's note, mark its chosen and baseline trials, save its curves."""
+    choice = records.read_choice(study)
+    if choice is None:
+        return
+    from optuna_dashboard import (
+        save_note,  # the dashboard's own writer (versioned notes)
+    )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning on system attributes
+        save_note(study, study_note(study, choice, records.read_test(study)))
+        _mark_trials(study, choice)
+        _save_curves(study, choice)
+
+
+def study_note(study: optuna.Study, choice: PhaseChoice, test: TestResult | None) -> str:
+    """The study's note in Markdown: the choice and why, what it started from, runners-up
+    with their parameters, eliminated trials, the checkpoint and the test result."""
+    facts = StudyFacts.of(study)
+    lines = [f"## {study.study_name}: {facts.description or facts.phase or 'study'}", ""]
+    if choice.skipped:
+        return "\n".join([*lines, f"**Skipped** — {choice.reason.removeprefix('skipped: ')}",
+                          "", *_started_from(facts)])
+    lines += [_choice_line(choice), "", f"> {choice.why or choice.reason}", "",
+              "The dashboard's *Best Trial* is the best objective value alone; the protocol's "
+              "choice above is what the next phases inherit.", ""]
+    lines += _started_from(facts)
+    lines += _runners_up(choice) + _eliminated(choice) + _checkpoint(study, choice)
+    if test is not None:
+        lines += ["", "### Test set (used once)", "", f"{test.text()} — trial {test.trial}'s "
+                  f"configuration, {test.epochs} epochs, on {test.when}."]
+    return "\n".join(lines)
+
+
+def _choice_line(choice: PhaseChoice) -> str:
+    params = ", ".join(f"{k}={_short(v)}" for k, v in choice.params.items()) or "no parameter"
+    kept = " (the inherited baseline, kept)" if choice.kept_baseline else ""
+    value = choice.main_value()
+    main = f" — {choice.main_criterion} {_short(value)}" if value is not None else ""
+    return f"**Chosen: trial {choice.trial}**{kept} ({params}){main}"
+
+
+def _started_from(facts: StudyFacts) -> list[str]:
+    lines = []
+    sources = facts.inherited.get("from") or []
+    if sources:
+        parents = ", ".join(f"{s['study']} (trial {s.get('trial')})" for s in sources)
+        lines.append(f"- Started from the choice of {parents}.")
+    if facts.train_longer:
+        lines.append(f"- Trained longer: epochs {facts.train_longer.get('from')} -> "
+                     f"{facts.train_longer.get('to')} ({facts.train_longer.get('reason')}).")
+    if facts.augmentation:
+        lines.append(f"- {facts.augmentation[0].upper()}{facts.augmentation[1:]}.")
+    if facts.not_searched:
+        lines.append(f"- Not searched (the model does not read them): "
+                     f"{', '.join(facts.not_searched)}.")
+    return lines + ([""] if lines else [])
+
+
+def _runners_up(choice: PhaseChoice) -> list[str]:
+    if not choice.runners_up:
+        return []
+    criteria = [k for k in choice.runners_up[0] if k not in ("trial", "params")]
+    head = ["trial", *criteria, "parameters"]
+    lines = ["### Runners-up", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for row in choice.runners_up:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in (row.get("params") or {}).items())
+        cells = [str(row["trial"]), *(_short(row.get(c)) for c in criteria), params or "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _eliminated(choice: PhaseChoice) -> list[str]:
+    if not choice.eliminated:
+        return []
+    lines = ["### Eliminated", ""]
+    for gone in choice.eliminated:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in (gone.get("params") or {}).items())
+        lines.append(f"- trial {gone['trial']}: {gone['reason']}" + (f" ({params})" if params
+                                                                     else ""))
+    return lines + [""]
+
+
+def _checkpoint(study: optuna.Study, choice: PhaseChoice) -> list[str]:
+    if not choice.checkpoint:
+        return []
+    name = study.study_name
+    base, _, tag = name.partition("@")
+    tagged = f" --tag {tag}" if tag else ""
+    return ["### Model", "", f"`{choice.checkpoint['file']}` in this study's artifacts "
+            f"({choice.checkpoint['bytes']:,} bytes); `hpsearch export --study {base}{tagged} "
+            "--out model.pt`, or `hpsearch.load_model(...)` in a notebook.", ""]
+
+
+def _mark_trials(study: optuna.Study, choice: PhaseChoice) -> None:
+    """Notes on the chosen trial and the baseline, where a person opening a trial looks."""
+    for trial in study.get_trials(deepcopy=False):
+        note = _trial_note(trial, choice)
+        if note is not None:
+            _save_trial_note(study, trial, note)
+
+
+def _trial_note(trial: FrozenTrial, choice: PhaseChoice) -> str | None:
+    baseline = records.TrialFacts.of(trial).baseline
+    lines = []
+    if trial.number == choice.trial:
+        lines.append(f"**Chosen by the protocol** for this phase: {choice.why or choice.reason}")
+    if baseline:
+        lines.append("**Baseline**: the configuration this phase inherited, unchanged; a "
+                     "technique is kept only if it beats it.")
+    return "\n\n".join(lines) or None
+
+
+def _save_trial_note(study: optuna.Study, trial: FrozenTrial, body: str) -> None:
+    """optuna-dashboard's trial note, written for a finished trial (its notes live on the
+    study, keyed by the trial's id)."""
+    from optuna_dashboard._note import (
+        get_note_from_system_attrs,
+        save_note_with_version,
+    )
+
+    storage, study_id = study._storage, study._study_id
+    current = get_note_from_system_attrs(storage.get_study_system_attrs(study_id),
+                                         trial._trial_id)
+    if current["body"] != body:
+        save_note_with_version(storage, study_id, trial._trial_id, current["version"] + 1, body)
+
+
+def _save_curves(study: optuna.Study, choice: PhaseChoice) -> None:
+    """Train loss and validation accuracy per epoch of the choice and its runners-up."""
+    figure = curves_figure(study, choice)
+    if figure is None:
+        return
+    from optuna_dashboard import save_plotly_graph_object
+
+    save_plotly_graph_object(study, figure, graph_object_id=CURVES_ID)
+
+
+def curves_figure(study: optuna.Study, choice: PhaseChoice):
+    """A plotly figure: one panel per metric, the chosen trial thick and named."""
+    shown = _shown_trials(study, choice)
+    if not shown:
+        return None
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=2, subplot_titles=[t for _, t in CURVE_METRICS])
+    palette = qualitative.D3  # one colour per trial, the same in both panels
+    for index, trial in enumerate(shown):
+        history = records.read_history(trial)
+        chosen = trial.number == choice.trial
+        name = f"trial {trial.number}" + (" (chosen)" if chosen else "")
+        colour = palette[index % len(palette)]
+        for col, (metric, _) in enumerate(CURVE_METRICS, start=1):
+            points = [(r.epoch, getattr(r, metric)) for r in history
+                      if getattr(r, metric) is not None]
+            if points:
+                figure.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points],
+                                   mode="lines", name=name, legendgroup=name,
+                                   showlegend=col == 1, row=1, col=col,
+                                   line={"width": 4 if chosen else 1.5, "color": colour})
+    figure.update_layout(template="none", title=f"Learning curves of {study.study_name}: the "
+                         "choice and its runners-up", xaxis_title="epoch",
+                         xaxis2_title="epoch", height=420)
+    return figure
+
+
+def _shown_trials(study: optuna.Study, choice: PhaseChoice) -> list[FrozenTrial]:
+    order = [choice.trial, *(r["trial"] for r in choice.runners_up)]
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)
+                 if t.state == TrialState.COMPLETE and records.epochs_run(t)}
+    return [by_number[n] for n in order if n in by_number][:TOP]
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,121 @@
+"""The trained model, kept: every phase's chosen trial and the tested model are checkpointed
+through Optuna's artifact store, exported and loaded without retraining; disk use bounded."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+from click.testing import CliRunner
+
+import hpsearch
+from hpsearch import records
+from hpsearch.checkpoints import CANDIDATES, load
+from hpsearch.cli import cli
+from hpsearch.errors import UsageError
+from hpsearch.phases.test_set import run_test
+from hpsearch.train import evaluate, load_data
+
+TINY = {"epochs": 4}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """lr_adam (a 3-point grid, extended at its edge) on digits, then its test phase."""
+    folder = tmp_path_factory.mktemp("kept")
+    url = f"sqlite:///{folder / 'p.db'}"
+    summary = hpsearch.run_study("lr_adam", storage=url, overrides=TINY)
+    run_test("lr_adam", url)
+    return folder, url, summary
+
+
+def stored(url, name="lr_adam"):
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def test_the_chosen_model_reproduces_its_stored_validation_accuracy(run, tmp_path):
+    folder, url, summary = run
+    out = tmp_path / "model.pt"
+    result = CliRunner().invoke(cli, ["export", "--study", "lr_adam", "--storage", url,
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"lr_adam: chosen model written to {out} (")
+    model = hpsearch.load_model(str(out))
+    assert not model.training  # ready to evaluate
+    config = model.hpsearch_config
+    assert config.lr == summary.choice.config["lr"]
+    data = load_data(config, "cpu")
+    _, val_acc = evaluate(model, data.val, config, "cpu")
+    assert val_acc == pytest.approx(summary.choice.criteria["best_val_acc"], abs=1e-9)
+
+
+def test_a_checkpoint_holds_the_optimizer_state_config_and_epochs(run):
+    _, url, summary = run
+    content = load(hpsearch.results.artifacts.checkpoint_file("lr_adam", url))
+    assert content["format"] == "hpsearch-checkpoint/1"
+    assert content["config"] == summary.choice.config
+    assert content["optimizer_state"]["state"]  # Adam's moments: training can resume
+    assert content["epochs_trained"] == 4 and 1 <= content["peak_epoch"] <= 4
+    assert content["trial"] == summary.choice.trial
+
+
+def test_one_checkpoint_per_study_stays_on_disk(run):
+    folder, url, summary = run
+    artifacts = folder / "artifacts"
+    kept = [p for p in artifacts.iterdir() if p.is_file()]
+    assert len(kept) == 2  # the chosen trial's and the tested model's
+    assert not any((artifacts / CANDIDATES).rglob("*.pt"))  # the candidates were deleted
+    checkpoint = records.read_choice(stored(url)).checkpoint
+    assert (artifacts / checkpoint["artifact_id"]).stat().st_size == checkpoint["bytes"]
+
+
+def test_the_tested_model_is_kept_and_loads(run):
+    _, url, _ = run
+    result = records.read_test(stored(url))
+    model = hpsearch.load_model("lr_adam", url, which="tested")
+    config = model.hpsearch_config
+    loss, acc = evaluate(model, load_data(config, "cpu").test, config, "cpu")
+    assert acc == pytest.approx(result.test_acc, abs=1e-9)  # the weights that were tested
+
+
+def test_a_candidate_that_falls_out_of_reach_loses_its_file(tmp_path):
+    """While a phase runs, only trials within the first criterion's tolerance of the best keep
+    their weights (and the baseline); once it has chosen, only the choice's."""
+    from hpsearch.checkpoints import Candidates
+    from hpsearch.spec import load_study_spec
+    from hpsearch.spec.catalog import bundled_dir
+
+    spec = load_study_spec(bundled_dir() / "architecture.yaml")  # best_val_acc, 0.005
+    candidates = Candidates(tmp_path, "arch", spec)
+    study = optuna.create_study(direction="maximize")
+
+    class Trained:  # the parts of train/loop.Trained a checkpoint reads
+        model, optimizer, scheduler = torch.nn.Linear(2, 2), None, None
+        epochs, peak_epoch, input_shape, num_classes = 1, 1, (2,), 2
+
+        def best_weights(self):
+            return self.model.state_dict()
+
+    def finish(acc, baseline=False):
+        trial = study.ask()
+        records.write_criteria(trial, {"best_val_acc": acc})
+        records.write_fact(trial, records.BASELINE, baseline)
+        candidates.offer(trial, Trained(), {}, {"best_val_acc": acc}, baseline)
+        study.tell(trial, acc)
+        return trial.number
+
+    base, _out_of_reach, high, near = (finish(0.90, baseline=True), finish(0.91), finish(0.95),
+                                       finish(0.947))
+    kept = {p.name for p in candidates.folder.iterdir()}
+    assert kept == {candidates.path(n).name for n in (base, high, near)}  # 0.91: out of reach
+
+
+def test_export_without_a_kept_model_says_why(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with pytest.raises(UsageError, match="no study `ghost`"):
+        hpsearch.export_model("ghost", tmp_path / "m.pt", url)
+    hpsearch.run_study("lr_adam", storage=url, overrides={"epochs": 2}, trials=1)
+    with pytest.raises(UsageError) as caught:
+        hpsearch.export_model("lr_adam", tmp_path / "m.pt", url, which="tested")
+    assert str(caught.value) == ("study `lr_adam` has no tested model; fix: run `hpsearch test "
+                                 "--study lr_adam` (it trains and keeps one)")
