@@ -205,7 +205,7 @@ def trial_val_acc(trial) -> float | None:
     value = records.read_criteria(trial).best_val_acc
     if value is None:
         accs = [r.val_acc for r in records.read_history(trial)
-                if r.get("val_acc") is not None]
+                if r.val_acc is not None]
         value = max(accs) if accs else None
     return value
 
@@ -345,8 +345,10 @@ def check_flat_arms(args) -> None:
         adapt(spec, config, contract_for(config, f"{spec.file}: base.model"), lambda _: None)
 
 
-def run_seed(args, url: str, seed: int) -> list[dict]:
-    """The requested arms for one seed; the flat arms' budget is the protocol's epochs."""
+def run_seed(args, url: str, seed: int, on_arm=lambda rows: None) -> list[dict]:
+    """The requested arms for one seed; the flat arms' budget is the protocol's epochs.
+    `on_arm(rows)` is called after each arm with this seed's rows so far (saved as it goes:
+    a run cut short by a time limit keeps the arms it finished)."""
     overrides = arm_overrides(args, seed)
     warm_up(overrides)
     rows, budget = [], args.flat_budget
@@ -364,9 +366,10 @@ def run_seed(args, url: str, seed: int) -> list[dict]:
                      "space": args.space, **result,
                      "wall_s": time.perf_counter() - start})
         print(f"seed {seed} {arm}: " + _row_text(rows[-1]), file=sys.stderr, flush=True)
-    # Every arm is read against the same budget, known once the protocol has run.
-    for row in rows:
-        row.update(budget_epochs=budget, **anytime_columns(row["curve"], budget))
+        # Every arm is read against the same budget, known once the protocol has run.
+        for row in rows:
+            row.update(budget_epochs=budget, **anytime_columns(row["curve"], budget))
+        on_arm(rows)
     return rows
 
 
@@ -450,6 +453,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     arms = arms_in(rows)
+    all_seeds = {r["seed"] for r in rows}
     lows = []
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
@@ -459,8 +463,11 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
             lows.append(level)
             continue
         xs, ys = mean_curve([r["curve"] for r in mine])
-        if xs:
-            ax.step(xs, ys, where="post", label=arm, **LINE_STYLES.get(arm, {}))
+        if xs:  # an arm some seeds lack (a run cut short) says which seeds it averages
+            seeds = sorted(r["seed"] for r in mine)
+            label = arm if len(seeds) == len(all_seeds) else (
+                f"{arm} (seed{'s' if len(seeds) > 1 else ''} {' '.join(map(str, seeds))})")
+            ax.step(xs, ys, where="post", label=label, **LINE_STYLES.get(arm, {}))
             first = [r["best_val_25"] for r in mine if r["best_val_25"] is not None]
             lows.append(statistics.fmean(first) if first else min(ys))
     budget = statistics.fmean(r["budget_epochs"] for r in rows)
@@ -565,21 +572,28 @@ def main(argv: list[str] | None = None) -> list[dict]:
     command = "python benchmarks/search_quality.py " + shlex.join(given)
     started, t0 = dt.datetime.now().astimezone(), time.perf_counter()
     check_flat_arms(args)
+    out = out or workdir / "benchmark_search_quality.json"
+
+    def save(rows: list[dict]) -> None:
+        out.write_text(json.dumps({"command": command, "device": device_name(args.device),
+                                   "dataset": args.dataset, "space": args.space,
+                                   "date": started.isoformat(timespec="seconds"),
+                                   "workdir": str(workdir), "results": rows}, indent=2))
+
     cwd = os.getcwd()
     os.chdir(workdir)  # hpsearch caches data sets under ./storage/data
+    rows: list[dict] = []
     try:
-        rows = [row for seed in args.seeds for row in run_seed(args, url, seed)]
+        for seed in args.seeds:
+            done = list(rows)
+            rows = done + run_seed(args, url, seed, lambda seed_rows: save(done + seed_rows))
     finally:
         os.chdir(cwd)
     footer = (f"`{command}` — {args.dataset}, space {args.space}, device "
               f"{device_name(args.device)}, {started:%Y-%m-%d %H:%M %Z}, "
               f"total {time.perf_counter() - t0:.0f} s")
     print(markdown_tables(rows, args.seeds) + "\n\n" + footer)
-    out = out or workdir / "benchmark_search_quality.json"
-    out.write_text(json.dumps({"command": command, "device": device_name(args.device),
-                               "dataset": args.dataset, "space": args.space,
-                               "date": started.isoformat(timespec="seconds"),
-                               "workdir": str(workdir), "results": rows}, indent=2))
+    save(rows)
     plot = plot or workdir / "search_quality.png"
     seeds = " ".join(map(str, args.seeds))
     plot_curves(rows, plot, f"Anytime search quality: {args.dataset}, space {args.space} "

@@ -6,6 +6,7 @@ check every epoch, the history and criteria stored with each trial), the two arm
 alternating over a few rounds. Prints seconds per trial for both and the ratio.
 
     python benchmarks/trial_overhead.py [--epochs 20] [--trials 10] [--rounds 3]
+    python benchmarks/trial_overhead.py --device cuda      # where a GPU epoch is milliseconds
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hpsearch.runner import run_study
 from hpsearch.train import load_data, resolve_device, train
 
 STUDY = """\
-base: {{dataset: {dataset}, epochs: {epochs}, data_dir: {data_dir}}}
+base: {{dataset: {dataset}, epochs: {epochs}, data_dir: {data_dir}, device: {device}}}
 objective: {{metric: val_acc}}
 sampler: {{name: random, seed: 0}}
 pruner: {{name: median, n_startup_trials: 1000}}   # checks every epoch, never prunes
@@ -64,10 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="the arms alternate")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(1)  # both arms alike, and steadier on a shared machine
-    settings = {"dataset": args.dataset, "epochs": args.epochs, "data_dir": args.data_dir}
+    settings = {"dataset": args.dataset, "epochs": args.epochs, "data_dir": args.data_dir,
+                "device": args.device}
     bare = hpsearch = 0.0
     with tempfile.TemporaryDirectory() as folder:
         study_seconds(settings, 1, Path(folder))  # warm-up
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             bare += bare_seconds(settings, args.trials) / args.rounds
             hpsearch += study_seconds(settings, args.trials, Path(folder)) / args.rounds
     print(f"{args.dataset}, {args.epochs} epochs a trial, {args.rounds} rounds of "
-          f"{args.trials} trials an arm, CPU, SQLite")
+          f"{args.trials} trials an arm, {resolve_device(args.device)}, SQLite")
     print(f"{'train() alone':<28}{bare:>8.3f} s/trial")
     print(f"{'run_study (Optuna, storage)':<28}{hpsearch:>8.3f} s/trial")
     print(f"overhead: {hpsearch / bare - 1:+.0%}, "

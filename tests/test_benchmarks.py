@@ -105,6 +105,41 @@ def test_search_quality_merges_runs_made_apart(tmp_path, capsys):
     assert (tmp_path / "m.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_search_quality_keeps_the_arms_it_finished_when_a_later_arm_is_cut_short(
+        tmp_path, monkeypatch):
+    """A run under a time limit (a lent GPU's minutes) keeps what it measured: the JSON is
+    written after every arm, not only at the end."""
+    search_quality = load_benchmark("search_quality")
+
+    def cut_short(*args, **kwargs):
+        raise KeyboardInterrupt  # what `timeout` or Ctrl-C does to the flat arm
+
+    monkeypatch.setattr(search_quality, "run_flat_arm", cut_short)
+    out = tmp_path / "partial.json"
+    with pytest.raises(KeyboardInterrupt):
+        search_quality.main(["--dataset", "digits", "--seeds", "0", "--epochs", "2",
+                             "--device", "cpu", "--arms", "untuned", "tpe_median",
+                             "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["arm"] == "untuned" and 0.0 < row["test_acc"] <= 1.0
+    assert row["best_val_100"] == row["val_acc"]  # read against the budget known so far
+
+
+def test_search_quality_reads_a_trials_validation_peak_from_its_history_without_criteria():
+    """A trial cut short before its criteria were stored still has its epochs' records."""
+    import optuna
+
+    from hpsearch import records
+
+    search_quality = load_benchmark("search_quality")
+    trial = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, value=None,
+                                      intermediate_values={0: 0.5, 1: 0.7})
+    trial.set_user_attr(records.HISTORY, [{"epoch": 1, "val_acc": 0.5},
+                                          {"epoch": 2, "val_acc": 0.7},
+                                          {"epoch": 3, "val_acc": None}])
+    assert search_quality.trial_val_acc(trial) == 0.7
+
+
 def test_search_quality_mlp_cnn_space_lets_the_flat_search_choose_the_family():
     search_quality = load_benchmark("search_quality")
     spec = search_quality.flat_spec("tpe_hyperband", seed=0, space="mlp_cnn", epochs=7)
