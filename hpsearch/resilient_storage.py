@@ -59,7 +59,7 @@ RETRIED = (
     # reading progress, fails at the first blip (CI, stop 13).
     "_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
     # hpsearch's own bulk calls (the class below).
-    "write_reports", "count_trials",
+    "write_reports", "count_trials", "records_heartbeats",
 )
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -257,6 +257,13 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
             count = count.where(trials.c.trial_id.in_(sqlalchemy.select(beats.c.trial_id)))
         with self.engine.connect() as connection:  # no ORM session: a third of the time
             return connection.execute(count).scalar_one()
+
+    def records_heartbeats(self, trial_id: int) -> bool:
+        """Whether the trial's worker records heartbeats (so its death can be told)."""
+        beats = _models.TrialHeartbeatModel.__table__
+        query = sqlalchemy.select(beats.c.trial_id).where(beats.c.trial_id == trial_id)
+        with self.engine.connect() as connection:
+            return connection.execute(query.limit(1)).first() is not None
 
 
 for _name in RETRIED:

@@ -40,6 +40,7 @@ from hpsearch.storage import (
     describe,
     fail_stale_trials,
     queue_retry,
+    records_heartbeats,
 )
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -228,7 +229,9 @@ def _fixed_trials(
         if observer is not None and not started:  # a rerun resuming an extension
             observer.on_start(study, budget, _finished(study))
             started = True
-        _run_enqueued(study, objective, guard, params, user_attrs)
+        # A step another worker is training is waited for: its outcome decides the next
+        # step and the choice, which every worker of the phase must store alike.
+        _run_enqueued(study, objective, guard, params, user_attrs, wait_for_others=True)
 
     return run
 
@@ -239,10 +242,12 @@ def _run_enqueued(
     guard: _BudgetGuard,
     params: dict[str, Any],
     user_attrs: dict[str, Any],
+    wait_for_others: bool = False,
 ) -> None:
     """One trial at `params` marked with `user_attrs`; one an interrupted run left WAITING
     runs instead of a second. Optuna runs its queue in order: trials queued before it (a
-    stale trial's retry) run first.
+    stale trial's retry) run first. With `wait_for_others`, when another worker is training
+    that trial, return once it has finished (or run its retry, if that worker died).
 
     It runs under a RandomSampler: a GridSampler's bookkeeping (`grid_id`) is for its own
     points, and it refuses to sample for an enqueued trial that holds none.
@@ -252,11 +257,26 @@ def _run_enqueued(
     sampler, study.sampler = study.sampler, optuna.samplers.RandomSampler()
     objective.queued = user_attrs
     try:
-        while _waiting(study, user_attrs):  # until it ran (or another worker took it)
-            study.optimize(objective, n_trials=1, callbacks=[guard],
-                           catch=_caught() + (OverBudget,))
+        while True:
+            while _waiting(study, user_attrs):  # until it ran (or another worker took it)
+                study.optimize(objective, n_trials=1, callbacks=[guard],
+                               catch=_caught() + (OverBudget,))
+            if not (wait_for_others and _wait_for_other_worker(study, user_attrs)):
+                break  # else the other worker died: its retry is queued, and runs here
     finally:
         study.sampler, objective.queued = sampler, None
+
+
+def _wait_for_other_worker(study: optuna.Study, user_attrs: dict[str, Any]) -> bool:
+    """Wait while a live worker trains the trial carrying `user_attrs`; True when it died
+    and its retry is queued. A trial whose worker records no heartbeats (the gRPC proxy)
+    is not waited for: its death could not be told from slowness."""
+    while any(records_heartbeats(study, t) for t in _carriers(study, user_attrs,
+                                                               (TrialState.RUNNING,))):
+        interrupt.check()  # Ctrl-C while waiting: nothing of this worker's is running
+        time.sleep(SETTLE_POLL_S)
+        fail_stale_trials(study)  # a dead worker's trial: failed, and queued again once
+    return _waiting(study, user_attrs)
 
 
 def _waiting(study: optuna.Study, user_attrs: dict[str, Any]) -> bool:
@@ -266,8 +286,14 @@ def _waiting(study: optuna.Study, user_attrs: dict[str, Any]) -> bool:
 def _carrying(study: optuna.Study, user_attrs: dict[str, Any],
               states: tuple[TrialState, ...]) -> bool:
     """A trial in `states` carries every one of `user_attrs`."""
-    return any(all(t.user_attrs.get(key) == value for key, value in user_attrs.items())
-               for t in study.get_trials(deepcopy=False, states=states))
+    return bool(_carriers(study, user_attrs, states))
+
+
+def _carriers(study: optuna.Study, user_attrs: dict[str, Any],
+              states: tuple[TrialState, ...]) -> list[FrozenTrial]:
+    """The trials in `states` that carry every one of `user_attrs`."""
+    return [t for t in study.get_trials(deepcopy=False, states=states)
+            if all(t.user_attrs.get(key) == value for key, value in user_attrs.items())]
 
 
 def _optimize(

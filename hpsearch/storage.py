@@ -344,6 +344,14 @@ def load_study(storage: str | Storage | None, name: str) -> optuna.Study:
     return study
 
 
+def records_heartbeats(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Whether `trial`'s worker records heartbeats, so a dead one is failed by the storage
+    in time (GRACE_S) and waiting for it ends: false outside our SQL storage (the gRPC
+    proxy, a plain Optuna script's trials)."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    return isinstance(backend, ResilientRDBStorage) and backend.records_heartbeats(trial._trial_id)
+
+
 def count_trials(study: optuna.Study, states: tuple[TrialState, ...],
                  number_below: int | None = None, heartbeating: bool = False) -> int:
     """How many of the study's trials are in `states` (and numbered below `number_below`;

@@ -177,6 +177,32 @@ def test_search_quality_mlp_space_pins_the_protocols_family():
     assert search_quality.protocol_overrides("mlp_cnn", {"seed": 1}) == {"seed": 1}
 
 
+VARIANTS = sorted((REPO / "benchmarks" / "variants").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", VARIANTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_benchmark_variants_are_valid_phase_files_overriding_an_installed_phase(path):
+    """A variant (`--studies-dir benchmarks/variants/NAME`) the README reports on must still
+    load, and override a phase of the protocol by name, as it did when it was measured."""
+    from hpsearch.phases.protocol import PHASES
+    from hpsearch.spec import load_study_spec
+
+    spec = load_study_spec(path)
+    installed = load_study_spec(REPO / "studies" / path.name)
+    assert path.stem in PHASES and spec.phase == installed.phase
+
+
+def test_the_seed_noise_study_loads_and_varies_only_the_seed():
+    from hpsearch.spec import load_study_spec
+
+    spec = load_study_spec(REPO / "benchmarks" / "seed_noise.yaml")
+    assert [p.name for p in spec.space.params] == ["seed"] and spec.space.grid_size() == 6
+
+
+def test_benchmark_variants_exist():
+    assert {p.parent.name for p in VARIANTS} >= {"optimizer_lr_redo", "tolerance_noise"}
+
+
 def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):
     load_benchmark("trial_overhead").main(["--epochs", "2", "--trials", "2"])
     lines = capsys.readouterr().out.splitlines()

@@ -170,3 +170,106 @@ def test_a_worker_done_with_its_slots_waits_for_the_others_before_choosing(tmp_p
     finally:
         first.communicate(timeout=300)
     assert first.returncode == 0
+
+
+# Higher LR, higher score: the refine grid's choice sits on its top edge, so the grid is
+# extended step by step [studies/lr_adam_refine.yaml]; each step beyond the grid is slow.
+EDGE_FIT = '''\
+import pathlib, time
+
+def fit(config, data, device, report):
+    beyond = config.lr > 2.5e-3  # the grid is 0.5, 1, 2 x 1e-3: a step past its top edge
+    if beyond:
+        pathlib.Path("edge.started").touch()
+    for epoch in range(1, config.epochs + 1):
+        time.sleep(1.0 if beyond else 0.0)
+        report(epoch, train_loss=1.0 / epoch, val_loss=1.0 / epoch, val_acc=config.lr)
+
+fit.honours = ["lr"]
+'''
+
+PARENT = """\
+base: {dataset: digits, epochs: 3, fit: "edge_fit:fit"}
+objective: {metric: val_acc}
+sampler: {name: grid}
+space:
+  lr: {values: [1.0e-3]}
+"""
+
+REFINED = """\
+inherits: [parent]
+objective: {metric: val_acc}
+sampler: {name: grid}
+space:
+  lr: {refine: parent, factors: [0.5, 1, 2]}
+"""
+
+
+def test_a_worker_arriving_during_a_grid_extension_waits_for_its_steps_before_choosing(
+        tmp_path):
+    """Two `hpsearch protocol` processes on one storage (the compose recipe): one extends a
+    refine grid at its edge while the other finds the grid spent. The second waits for the
+    step the first is training instead of storing the choice without it: every worker of a
+    phase stores the same choice, and the next phase inherits it (found by two processes
+    that stored different LRs for lr_adam_refine, and trained architecture with both)."""
+    (tmp_path / "edge_fit.py").write_text(EDGE_FIT)
+    (tmp_path / "parent.yaml").write_text(PARENT)
+    (tmp_path / "refined.yaml").write_text(REFINED)
+    url = f"sqlite:///{tmp_path / 'edge.db'}"
+    assert _hpsearch(["run", "--study", "parent.yaml", "--storage", url], tmp_path).returncode == 0
+    args = [sys.executable, "-m", "hpsearch", "run", "--study", "refined.yaml", "--storage", url]
+    environ = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    first = subprocess.Popen(args, cwd=tmp_path, env=environ, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "edge.started").exists():  # the first step beyond the grid
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.1)
+        second = subprocess.run(args, cwd=tmp_path, env=environ, capture_output=True,
+                                text=True, timeout=300)
+        assert second.returncode == 0, second.stderr
+        study = optuna.load_study(study_name="refined", storage=url)
+        trials = study.get_trials()
+        # When the second worker exits, no step is left running, and what it stored is
+        # the best trial of every one the grid and its extension ran.
+        assert TrialState.RUNNING not in [t.state for t in trials]
+        best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+        assert best.params["lr"] > 2.5e-3  # beyond the grid's top edge
+        assert study.user_attrs["selection"]["trial"] == best.number
+    finally:
+        first.communicate(timeout=300)
+    assert first.returncode == 0
+    assert optuna.load_study(study_name="refined", storage=url).user_attrs["selection"][
+        "trial"] == best.number
+
+
+def test_two_protocol_processes_on_one_storage_store_and_report_the_same_choices(tmp_path):
+    """The compose recipe's workers, in two terminals: `hpsearch protocol` twice at once on
+    one storage. Every phase's trials are shared, both processes report the same choices,
+    and each phase started from the choice its parent stored."""
+    from hpsearch import records
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    args = [sys.executable, "-m", "hpsearch", "protocol", "--trials-scale", "0.2", "--set",
+            "epochs=4", "--to", "architecture", "--storage", url]
+    environ = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(args, cwd=tmp_path, env=environ, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    second = subprocess.Popen(args, cwd=tmp_path, env=environ, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    outputs = [p.communicate(timeout=600) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs
+
+    def choices(out: str) -> list[str]:
+        return [line.split("chose", 1)[1].split(":")[0] for line in out.splitlines()
+                if " chose trial " in line]
+
+    assert choices(outputs[0][0]) == choices(outputs[1][0]) != []
+    for name in ("lr_sgd_refine", "lr_adam_refine", "architecture"):
+        study = optuna.load_study(study_name=name, storage=url)
+        for parent in records.StudyFacts.of(study).inherited.get("from", []):
+            stored = records.read_choice(optuna.load_study(study_name=parent["study"],
+                                                           storage=url))
+            assert parent["trial"] == stored.trial, (name, parent)

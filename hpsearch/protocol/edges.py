@@ -134,10 +134,9 @@ def _run_step(
     study: optuna.Study, run: RunTrial, choice: PhaseChoice, axis: RefinedParam,
     value: Any, step: int,
 ) -> FrozenTrial | None:
-    """Run step `step`: the chosen trial's params with the axis at `value`. None when it did
-    not finish (it failed, or another worker is running it and will record the outcome)."""
-    if _last_of_step(study, step, (TrialState.RUNNING,)) is not None:
-        return None
+    """Run step `step`: the chosen trial's params with the axis at `value` (`run` waits for
+    another worker already training it). None when it did not finish: it failed, or a worker
+    that cannot be waited for (no heartbeats) is still running it."""
     run({**choice.params, axis.optuna_name: value}, {records.EDGE_STEP: step})
     return _last_of_step(study, step, FINISHED)
 

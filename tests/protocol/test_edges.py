@@ -261,11 +261,11 @@ def interrupt_at_step_2(monkeypatch):
     """Queue step 2, then stop as Ctrl-C would: the rerun must run that trial, not another."""
     original = runner._run_enqueued
 
-    def run_enqueued(study, objective, guard, params, user_attrs):
+    def run_enqueued(study, objective, guard, params, user_attrs, **waiting):
         if user_attrs.get(records.EDGE_STEP) == 2:
             study.enqueue_trial(params, user_attrs=user_attrs)
             raise KeyboardInterrupt
-        original(study, objective, guard, params, user_attrs)
+        original(study, objective, guard, params, user_attrs, **waiting)
 
     monkeypatch.setattr(runner, "_run_enqueued", run_enqueued)
 
