@@ -12,12 +12,15 @@ alternating over a few rounds. Prints seconds per trial for both and the ratio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import torch
+from sqlalchemy.engine import Engine
 
 from hpsearch.config import resolve_config
 from hpsearch.runner import run_study
@@ -44,16 +47,37 @@ def bare_seconds(settings: dict, trials: int) -> float:
     return (time.perf_counter() - start) / trials
 
 
-def study_seconds(settings: dict, trials: int, folder: Path) -> float:
+class StatementCount:
+    """SQL statements sent to the database while it is entered: a count that does not move
+    with the machine's load, unlike the milliseconds."""
+
+    def __init__(self) -> None:
+        self.statements = 0
+
+    def _count(self, *args) -> None:
+        self.statements += 1
+
+    def __enter__(self) -> "StatementCount":
+        sqlalchemy.event.listen(Engine, "before_cursor_execute", self._count)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sqlalchemy.event.remove(Engine, "before_cursor_execute", self._count)
+
+
+def study_seconds(settings: dict, trials: int, folder: Path,
+                  counter: StatementCount | None = None) -> float:
     """Seconds per trial of `trials` more trials of the study, from the first one's start to
     the last one's end as stored: the command's own start (reading the study file, loading
-    the data, the check before storage) is not a trial's cost."""
+    the data, the check before storage) is not a trial's cost. With `counter`, the SQL
+    statements of those trials' run are counted."""
     path = folder / "overhead.yaml"
     path.write_text(STUDY.format(**settings))
     url = f"sqlite:///{folder / 'overhead.db'}"
     run_study(path, trials=0, storage=url)  # creates the study the first time
     before = len(optuna.load_study(study_name="overhead", storage=url).trials)
-    run_study(path, trials=before + trials, storage=url)
+    with counter or contextlib.nullcontext():
+        run_study(path, trials=before + trials, storage=url)
     timed = optuna.load_study(study_name="overhead", storage=url).trials[before:]
     return (timed[-1].datetime_complete - timed[0].datetime_start).total_seconds() / trials
 
@@ -72,17 +96,21 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"dataset": args.dataset, "epochs": args.epochs, "data_dir": args.data_dir,
                 "device": args.device}
     bare = hpsearch = 0.0
+    counter = StatementCount()
     with tempfile.TemporaryDirectory() as folder:
         study_seconds(settings, 1, Path(folder))  # warm-up
         for _ in range(args.rounds):  # alternating: a machine that slows down slows both
             bare += bare_seconds(settings, args.trials) / args.rounds
-            hpsearch += study_seconds(settings, args.trials, Path(folder)) / args.rounds
+            hpsearch += study_seconds(settings, args.trials, Path(folder),
+                                      counter) / args.rounds
     print(f"{args.dataset}, {args.epochs} epochs a trial, {args.rounds} rounds of "
           f"{args.trials} trials an arm, {resolve_device(args.device)}, SQLite")
     print(f"{'train() alone':<28}{bare:>8.3f} s/trial")
     print(f"{'run_study (Optuna, storage)':<28}{hpsearch:>8.3f} s/trial")
     print(f"overhead: {hpsearch / bare - 1:+.0%}, "
           f"{(hpsearch - bare) / args.epochs * 1000:.2f} ms an epoch")
+    print(f"SQL statements: {counter.statements / (args.rounds * args.trials):.1f} a trial "
+          "(the run's own start and end included)")
 
 
 if __name__ == "__main__":

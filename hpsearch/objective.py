@@ -23,7 +23,7 @@ from hpsearch.config import RUNTIME_ONLY_KEYS, TrainConfig, resolve_config
 from hpsearch.errors import HpsearchError, TrainingError, UserCodeError
 from hpsearch.metrics import METRICS, metric_value, require_metric
 from hpsearch.protocol.criteria import all_criteria
-from hpsearch.reports import EpochReports
+from hpsearch.reports import AttributeBatch, EpochReports
 from hpsearch.spec import StudySpec
 from hpsearch.storage import count_trials
 from hpsearch.train import Diverged, load_data, train
@@ -215,10 +215,12 @@ class StudyObjective:
 
     def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
         config = self.config_for(self._sampled(trial))
-        records.write_config(trial, config.to_dict())
-        records.write_fact(trial, records.WORKER, f"{socket.gethostname()}:{os.getpid()} "
+        start = AttributeBatch(trial)  # one transaction: stored before the twin check reads
+        records.write_config(start, config.to_dict())
+        records.write_fact(start, records.WORKER, f"{socket.gethostname()}:{os.getpid()} "
                                                   f"{self.device}")
-        records.write_reproduction(trial, reproduction(config, self.device))
+        records.write_reproduction(start, reproduction(config, self.device))
+        start.write()
         trials = trial.study.get_trials(deepcopy=False)  # one read for both checks below
         twin = (_running_twin(trial, trials) if self.twins_in_a_row < MAX_TWINS_IN_A_ROW
                 else None)
@@ -258,7 +260,8 @@ class StudyObjective:
         values = [require_metric(name, history) for name in self.spec.objective.metrics]
         if trained:
             baseline = bool(trial.user_attrs.get(records.BASELINE))
-            self.candidates.offer(trial, trained[0], config.to_dict(), criteria, baseline)
+            self.candidates.offer(trial, trained[0], config.to_dict(), criteria, baseline,
+                                  reports.finished())
         return values[0] if len(values) == 1 else values
 
     def _run_folder(self, trial: optuna.trial.Trial) -> Path | None:

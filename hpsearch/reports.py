@@ -58,8 +58,6 @@ class EpochReports:
         # The first epoch is written at once: the dashboard (and `hpsearch status`) shows the
         # trial training with its first point, however short the trial.
         self._flushed_at = -math.inf
-        backend = getattr(trial.study._storage, "_backend", trial.study._storage)
-        self._bulk = backend if isinstance(backend, ResilientRDBStorage) else None
         self._local = isinstance(trial.study.pruner, LOCAL_PRUNERS)
         self._finished = _FinishedTrials(trial.study, trials)
 
@@ -78,21 +76,18 @@ class EpochReports:
             self._unflushed, self._attrs = {}, {}
         self._flushed_at = time.monotonic()
 
+    def finished(self) -> list[FrozenTrial]:
+        """The study's finished trials as last read for the pruner (read again when their
+        count changed, at most every REFRESH_S): finished trials never change."""
+        return self._finished.view().get_trials(deepcopy=False, states=FINISHED)
+
     def should_prune(self) -> bool:
         if not self._local:
             return self.trial.should_prune()  # every report is flushed for these pruners
         return self.trial.study.pruner.prune(self._finished.view(), self._frozen())
 
     def _write(self, values: dict[int, float], attrs: dict[str, Any]) -> None:
-        trial_id = self.trial._trial_id
-        if self._bulk is not None:
-            self._bulk.write_reports(trial_id, values, attrs)
-            return
-        storage = self.trial.study._storage  # another back end (in memory, a proxy): one by one
-        for step, value in values.items():
-            storage.set_trial_intermediate_value(trial_id, step, value)
-        for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
+        write_now(self.trial, values, attrs)
 
     def _frozen(self) -> FrozenTrial:
         """This trial as the pruner would read it back from storage once flushed."""
@@ -103,6 +98,35 @@ class EpochReports:
             datetime_complete=None, params=dict(trial.params),
             distributions=dict(trial.distributions), user_attrs={}, system_attrs={},
             intermediate_values=dict(self.values))
+
+
+class AttributeBatch:
+    """User attributes gathered (records.write_* write to it as to a trial), then stored in
+    one transaction by `write`: a trial's start facts cost one write, not one each."""
+
+    def __init__(self, trial: optuna.trial.Trial):
+        self.trial = trial
+        self.attrs: dict[str, Any] = {}
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.attrs[key] = value
+
+    def write(self) -> None:
+        write_now(self.trial, {}, self.attrs)
+
+
+def write_now(trial: optuna.trial.Trial, values: dict[int, float],
+              attrs: dict[str, Any]) -> None:
+    """Reports and user attributes of a running trial, in one transaction on our SQL storage."""
+    backend = getattr(trial.study._storage, "_backend", trial.study._storage)
+    if isinstance(backend, ResilientRDBStorage):
+        backend.write_reports(trial._trial_id, values, attrs)
+        return
+    storage = trial.study._storage  # another back end (in memory, a proxy): one by one
+    for step, value in values.items():
+        storage.set_trial_intermediate_value(trial._trial_id, step, value)
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial._trial_id, key, value)
 
 
 class _FinishedTrials:

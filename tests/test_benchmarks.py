@@ -209,6 +209,8 @@ def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):
     assert lines[1].startswith("train() alone") and lines[1].endswith("s/trial")
     assert lines[2].startswith("run_study (Optuna, storage)")
     assert lines[3].startswith("overhead: ")
+    statements = float(lines[4].split()[2])  # counted by SQLAlchemy, not timed
+    assert lines[4].startswith("SQL statements: ") and 20 < statements < 500
 
 
 def _storage_rows(*args: str) -> list[list[str]]:

@@ -141,6 +141,17 @@ fit.honours = ["lr"]
 '''
 
 
+def _start_until(args, folder, environ, marker: str) -> subprocess.Popen:
+    """A first worker, started and left running once its fit hook has written `marker`."""
+    first = subprocess.Popen(args, cwd=folder, env=environ, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (folder / marker).exists():
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.1)
+    return first
+
+
 def test_a_worker_done_with_its_slots_waits_for_the_others_before_choosing(tmp_path):
     """Two terminals (or two machines running `hpsearch protocol`): the one whose search ends
     first waits for the other's trial, so both choose from the same finished trials."""
@@ -150,13 +161,8 @@ def test_a_worker_done_with_its_slots_waits_for_the_others_before_choosing(tmp_p
     url = f"sqlite:///{tmp_path / 'two.db'}"
     args = [sys.executable, "-m", "hpsearch", "run", "--study", "two.yaml", "--storage", url]
     environ = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    first = subprocess.Popen(args, cwd=tmp_path, env=environ, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = _start_until(args, tmp_path, environ, "first.started")  # the slow trial trains
     try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "first.started").exists():  # the slow trial is training
-            assert time.monotonic() < deadline and first.poll() is None
-            time.sleep(0.2)
         second = subprocess.run([*args[:-1], url, "--trials", "2"], cwd=tmp_path, env=environ,
                                 capture_output=True, text=True, timeout=300)
         trials = optuna.load_study(study_name="two", storage=url).get_trials()
@@ -219,13 +225,8 @@ def test_a_worker_arriving_during_a_grid_extension_waits_for_its_steps_before_ch
     assert _hpsearch(["run", "--study", "parent.yaml", "--storage", url], tmp_path).returncode == 0
     args = [sys.executable, "-m", "hpsearch", "run", "--study", "refined.yaml", "--storage", url]
     environ = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    first = subprocess.Popen(args, cwd=tmp_path, env=environ, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = _start_until(args, tmp_path, environ, "edge.started")  # a step beyond the grid
     try:
-        deadline = time.monotonic() + 120
-        while not (tmp_path / "edge.started").exists():  # the first step beyond the grid
-            assert time.monotonic() < deadline and first.poll() is None
-            time.sleep(0.1)
         second = subprocess.run(args, cwd=tmp_path, env=environ, capture_output=True,
                                 text=True, timeout=300)
         assert second.returncode == 0, second.stderr
