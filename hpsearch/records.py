@@ -45,6 +45,9 @@ EDGE_STEP = "edge_step"  # how many steps beyond its refine grid's edge
 REPEATS = "repeats"  # the earlier trial of the same configuration whose outcome it took
 OVER_BUDGET = "over_budget"  # created after every slot of the budget was claimed
 TWIN = "twin_of"  # sampled what another worker was training
+# A trial's last heartbeat through the gRPC proxy, whose protocol carries none: a system
+# attribute, seconds since the epoch on the worker's clock (proxy_heartbeats.py).
+PROXY_HEARTBEAT = "hpsearch:heartbeat"
 # What a retried trial does not take over from the failed one (storage.queue_retry).
 NOT_INHERITED_BY_RETRY = (ERROR, ERROR_SITE, HISTORY, CRITERIA, REASON)
 

@@ -269,8 +269,8 @@ def _run_enqueued(
 
 def _wait_for_other_worker(study: optuna.Study, user_attrs: dict[str, Any]) -> bool:
     """Wait while a live worker trains the trial carrying `user_attrs`; True when it died
-    and its retry is queued. A trial whose worker records no heartbeats (the gRPC proxy)
-    is not waited for: its death could not be told from slowness."""
+    and its retry is queued. A trial whose worker records no heartbeats (a plain Optuna
+    script's) is not waited for: its death could not be told from slowness."""
     while any(records_heartbeats(study, t) for t in _carriers(study, user_attrs,
                                                                (TrialState.RUNNING,))):
         interrupt.check()  # Ctrl-C while waiting: nothing of this worker's is running
@@ -332,9 +332,10 @@ def _others_left(study: optuna.Study) -> bool:
     """Wait while other workers still train trials of this study, so every worker of a phase
     (`hpsearch protocol` on several machines) chooses from the same finished trials. A killed
     worker's trial is failed once its heartbeat is stale (GRACE_S) and queued again: True
-    when such a queued trial is left to run, False when nothing is. Storages without
-    heartbeats (the gRPC proxy), and trials of workers that record none (a plain Optuna
-    script), cannot tell a dead worker from a slow one: they are not waited for."""
+    when such a queued trial is left to run, False when nothing is. Trials of workers that
+    record no heartbeats (a plain Optuna script) cannot tell a dead worker from a slow one:
+    they are not waited for. Through the gRPC proxy, hpsearch's workers record theirs as
+    trial attributes (proxy_heartbeats.py)."""
     while True:
         fail_stale_trials(study)
         if count_trials(study, (TrialState.WAITING,)):

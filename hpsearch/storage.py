@@ -136,7 +136,10 @@ def connect_proxy(url: str) -> optuna.storages.BaseStorage:
     if not host or not port.isdigit():
         raise UsageError(f"--storage: {url!r} is no proxy address; fix: grpc://HOST:PORT, "
                          f"e.g. grpc://127.0.0.1:{PROXY_PORT}")
-    proxy = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    from hpsearch.proxy_heartbeats import HeartbeatingProxy  # imports grpc: only now
+
+    proxy = HeartbeatingProxy(host=host, port=int(port), interval_s=HEARTBEAT_S,
+                              grace_s=GRACE_S)
     try:
         proxy.wait_server_ready(timeout=PROXY_READY_S)
     except Exception:  # grpc.FutureTimeoutError and friends
@@ -344,22 +347,29 @@ def load_study(storage: str | Storage | None, name: str) -> optuna.Study:
     return study
 
 
-def records_heartbeats(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """Whether `trial`'s worker records heartbeats, so a dead one is failed by the storage
-    in time (GRACE_S) and waiting for it ends: false outside our SQL storage (the gRPC
-    proxy, a plain Optuna script's trials)."""
+def _ours(study: optuna.Study):
+    """The study's storage when it is ours (SQL, or the heartbeating proxy client: both
+    answer `count_trials` and `records_heartbeats`), else None."""
     backend = getattr(study._storage, "_backend", study._storage)
-    return isinstance(backend, ResilientRDBStorage) and backend.records_heartbeats(trial._trial_id)
+    return backend if hasattr(backend, "records_heartbeats") else None
+
+
+def records_heartbeats(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Whether `trial`'s worker records heartbeats, so a dead one is failed in time
+    (GRACE_S) and waiting for it ends: false outside our storages (a plain Optuna script's
+    trials, another back end)."""
+    ours = _ours(study)
+    return ours is not None and ours.records_heartbeats(trial._trial_id)
 
 
 def count_trials(study: optuna.Study, states: tuple[TrialState, ...],
                  number_below: int | None = None, heartbeating: bool = False) -> int:
     """How many of the study's trials are in `states` (and numbered below `number_below`;
     with `heartbeating`, only trials whose worker records heartbeats: none outside our
-    SQL storage), read as one number where the storage can (ours), else from every trial."""
-    backend = getattr(study._storage, "_backend", study._storage)
-    if isinstance(backend, ResilientRDBStorage):
-        return backend.count_trials(study._study_id, states, number_below, heartbeating)
+    storages), read as one number where the storage can (SQL), else from every trial."""
+    ours = _ours(study)
+    if ours is not None:
+        return ours.count_trials(study._study_id, states, number_below, heartbeating)
     if heartbeating:
         return 0
     return sum(1 for t in study.get_trials(deepcopy=False, states=states)

@@ -3,9 +3,9 @@
 Past ~30 workers a PostgreSQL server with the default 100 connections is full (each worker
 holds 2, storage.PG_POOL). `hpsearch storage-proxy --storage postgresql://...` serves the
 storage over gRPC from one process holding PROXY_CONNECTIONS connections; workers are given
-`--storage grpc://HOST:PORT` and hold none. Optuna's gRPC protocol has no heartbeat: a
-worker killed on another machine leaves its trial RUNNING until failed by hand (`hpsearch run
---jobs` still fails its own dead workers' trials at once).
+`--storage grpc://HOST:PORT` and hold none. Optuna's gRPC protocol has no heartbeat:
+hpsearch's workers record theirs through it as trial attributes (proxy_heartbeats.py), so a
+worker killed on another machine has its trial failed and queued again, as on SQL.
 """
 
 from __future__ import annotations

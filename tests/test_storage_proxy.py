@@ -136,3 +136,78 @@ def test_the_readme_storage_commands_run_with_the_placeholders_filled(postgres_u
         proxy.wait(timeout=30)
     assert len(optuna.load_study(study_name="lr_adam", storage=postgres_url).get_trials(
         states=(TrialState.COMPLETE, TrialState.PRUNED))) == finished
+
+
+SLOW_WHEN_ASKED = '''\
+import os, time
+
+def fit(config, data, device, report):
+    for epoch in range(1, config.epochs + 1):
+        time.sleep(2.0 if os.environ.get("SLOW") else 0.0)
+        report(epoch, train_loss=1.0 / epoch, val_loss=1.0 / epoch, val_acc=config.lr)
+
+fit.honours = ["lr"]
+'''
+
+PROXIED = """\
+base: {dataset: digits, epochs: 5, fit: "slow_when_asked:fit"}
+objective: {metric: val_acc}
+sampler: {name: random, seed: 0}
+pruner: {name: none}
+trials: 1
+space:
+  lr: {type: float, low: 1e-4, high: 1e-2, log: true}
+"""
+
+
+@pytest.fixture
+def sqlite_proxy(tmp_path):
+    """(grpc URL, the SQLite URL it serves): a proxy needs no PostgreSQL behind it."""
+    port, served = _free_port(), f"sqlite:///{tmp_path / 'served.db'}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "storage-proxy", "--storage", served, "--port",
+         str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving sqlite:///" in process.stdout.readline(), process.stderr.read()
+        yield f"grpc://127.0.0.1:{port}", served
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_worker_killed_behind_the_proxy_has_its_trial_failed_and_run_again(
+        sqlite_proxy, tmp_path):
+    """Optuna's gRPC protocol carries no heartbeats: hpsearch's workers record theirs as a
+    trial attribute through it, so a worker killed on another machine leaves no trial
+    RUNNING for good: the next worker fails it once it is stale and runs it again."""
+    url, served = sqlite_proxy
+    (tmp_path / "slow_when_asked.py").write_text(SLOW_WHEN_ASKED)
+    (tmp_path / "proxied.yaml").write_text(PROXIED)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "HPSEARCH_HEARTBEAT_S": "1",
+           "HPSEARCH_GRACE_S": "2"}
+    command = [sys.executable, "-m", "hpsearch", "run", "--study", "proxied.yaml",
+               "--storage", url]
+    worker = subprocess.Popen(command, cwd=tmp_path, env={**env, "SLOW": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:  # until its trial has reported an epoch
+        assert time.monotonic() < deadline and worker.poll() is None, worker.communicate()
+        trials = optuna.get_all_study_names(served) and optuna.load_study(
+            study_name="proxied", storage=served).get_trials()
+        if trials and trials[0].intermediate_values:
+            break
+        time.sleep(0.2)
+    worker.kill()
+    worker.wait(timeout=30)
+    (lost,) = optuna.load_study(study_name="proxied", storage=served).get_trials()
+    assert lost.state == TrialState.RUNNING  # what a kill leaves
+    assert "hpsearch:heartbeat" in lost.system_attrs  # recorded through the proxy
+    time.sleep(3)  # past the grace period: its heartbeat is stale
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    failed, retry = optuna.load_study(study_name="proxied", storage=served).get_trials()
+    assert (failed.state, retry.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    assert retry.params == failed.params  # the lost parameters, run again
+    assert retry.system_attrs["failed_trial"] == failed.number
