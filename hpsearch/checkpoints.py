@@ -113,13 +113,11 @@ class Candidates:
 
     def offer(self, trial: optuna.trial.Trial, trained, config: Mapping[str, Any],
               criteria: Mapping[str, Any], baseline: bool,
-              finished: list[FrozenTrial] | None = None) -> None:
+              finished: list[FrozenTrial]) -> None:
         """Keep the finishing trial's weights if it can still be chosen; drop those of
         trials that no longer can. `finished`: the study's finished trials as last read (the
         pruner's: a trial another worker finished a moment ago may be missing, which only
-        keeps a file a little longer); read here when not given."""
-        if finished is None:
-            finished = trial.study.get_trials(deepcopy=False)
+        keeps a file a little longer)."""
         others = [t for t in finished if t.state == TrialState.COMPLETE]
         best = self._best([*(_value(t, self.criterion) for t in others),
                            criteria.get(self.criterion.criterion) if self.criterion else None])

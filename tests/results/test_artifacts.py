@@ -100,7 +100,8 @@ def test_a_candidate_that_falls_out_of_reach_loses_its_file(tmp_path):
         trial = study.ask()
         records.write_criteria(trial, {"best_val_acc": acc})
         records.write_fact(trial, records.BASELINE, baseline)
-        candidates.offer(trial, Trained(), {}, {"best_val_acc": acc}, baseline)
+        candidates.offer(trial, Trained(), {}, {"best_val_acc": acc}, baseline,
+                         trial.study.get_trials(deepcopy=False))
         study.tell(trial, acc)
         return trial.number
 
