@@ -55,11 +55,12 @@ class EpochReports:
         self.values: dict[int, float] = {}  # every step reported, flushed or not
         self._unflushed: dict[int, float] = {}
         self._attrs: dict[str, Any] = {}
-        # The first epoch is written at once: the dashboard (and `hpsearch status`) shows the
-        # trial training with its first point, however short the trial.
-        self._flushed_at = -math.inf
+        # Counted from the trial's start: a trial shorter than FLUSH_S writes its reports once,
+        # when it ends; a longer one shows its first points on the dashboard within FLUSH_S.
+        self._flushed_at = time.monotonic()
         self._local = isinstance(trial.study.pruner, LOCAL_PRUNERS)
         self._finished = _FinishedTrials(trial.study, trials)
+        self._as_stored: FrozenTrial | None = None
 
     def report(self, step: int, value: float) -> None:
         self.values[step] = self._unflushed[step] = float(value)
@@ -90,14 +91,18 @@ class EpochReports:
         write_now(self.trial, values, attrs)
 
     def _frozen(self) -> FrozenTrial:
-        """This trial as the pruner would read it back from storage once flushed."""
-        trial = self.trial
-        return FrozenTrial(
-            number=trial.number, trial_id=trial._trial_id, state=TrialState.RUNNING,
-            value=None, values=None, datetime_start=trial.datetime_start or datetime.datetime.now(),
-            datetime_complete=None, params=dict(trial.params),
-            distributions=dict(trial.distributions), user_attrs={}, system_attrs={},
-            intermediate_values=dict(self.values))
+        """This trial as the pruner would read it back from storage once flushed (built once:
+        its parameters are sampled before the first epoch; its reports are `self.values`)."""
+        if self._as_stored is None:
+            trial = self.trial
+            self._as_stored = FrozenTrial(
+                number=trial.number, trial_id=trial._trial_id, state=TrialState.RUNNING,
+                value=None, values=None,
+                datetime_start=trial.datetime_start or datetime.datetime.now(),
+                datetime_complete=None, params=dict(trial.params),
+                distributions=dict(trial.distributions), user_attrs={}, system_attrs={},
+                intermediate_values=self.values)
+        return self._as_stored
 
 
 class AttributeBatch:
@@ -136,7 +141,8 @@ class _FinishedTrials:
         self.study = study
         self._trials = [t for t in trials or [] if t.state in FINISHED]
         self._count: int | None = len(self._trials) if trials is not None else None
-        self._looked_at = -math.inf
+        # Trials just read count as a look: the next is REFRESH_S later.
+        self._looked_at = time.monotonic() if trials is not None else -math.inf
 
     def view(self) -> "_PrunerStudy":
         if time.monotonic() - self._looked_at >= REFRESH_S:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import socket
 import threading
@@ -30,8 +31,11 @@ import sqlalchemy
 from optuna.storages._rdb import models as _models
 from optuna.storages._rdb import storage as _rdb
 from optuna.trial import TrialState
+from sqlalchemy.dialects import postgresql as _postgresql
+from sqlalchemy.dialects import sqlite as _sqlite
 
 from hpsearch.errors import StorageError
+from hpsearch.own_trials import OwnTrialsRDBStorage
 
 # How long (s) a storage call keeps retrying: a restart takes ~3 s, a failover ~30 s.
 RETRY_WINDOW_S = float(os.environ.get("HPSEARCH_STORAGE_RETRY_S", 60))
@@ -209,11 +213,16 @@ def _intermediate(trial_id: int, step: int, value: float) -> dict[str, Any]:
             "intermediate_value_type": kind}
 
 
-class ResilientRDBStorage(optuna.storages.RDBStorage):
+# The dialects whose INSERT ... ON CONFLICT DO UPDATE stores many attributes in one statement.
+_UPSERTS = {"sqlite": _sqlite.insert, "postgresql": _postgresql.insert}
+
+
+class ResilientRDBStorage(OwnTrialsRDBStorage):
     """RDBStorage whose calls ride out a database restart (see the module's docstring), with
     the two calls a training trial makes in bulk (hpsearch/reports.py): several epochs'
     reports and attributes in one transaction, and trials counted by state in one number (has
-    any trial finished since the pruner last looked; how much of the budget is claimed)."""
+    any trial finished since the pruner last looked; how much of the budget is claimed). The
+    trials it runs are kept in memory as written (own_trials.py)."""
 
     watchdog: CallWatchdog | None = None  # PostgreSQL: storage.open_storage sets one
 
@@ -230,9 +239,8 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                 if values:  # one executemany, not an ORM object (and a RETURNING) per row
                     session.execute(sqlalchemy.insert(_models.TrialIntermediateValueModel),
                                     [_intermediate(trial_id, s, v) for s, v in values.items()])
-                for key, value in user_attrs.items():
-                    self._set_trial_attr_without_commit(
-                        session, _models.TrialUserAttributeModel, trial_id, key, value)
+                if user_attrs:
+                    self._upsert_user_attrs(session, trial_id, user_attrs)
         except sqlalchemy.exc.IntegrityError:
             with _rdb._create_scoped_session(self.scoped_session, True) as session:
                 for step, value in values.items():
@@ -241,6 +249,24 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                 for key, value in user_attrs.items():
                     self._set_trial_attr_without_commit(
                         session, _models.TrialUserAttributeModel, trial_id, key, value)
+        self.reported(trial_id, values, user_attrs)
+
+    def _upsert_user_attrs(self, session, trial_id: int, user_attrs: dict[str, Any]) -> None:
+        """Every attribute in one statement where the database has an upsert (Optuna sends a
+        read and a write for each)."""
+        upsert = _UPSERTS.get(self.engine.name)
+        if upsert is None:  # MySQL and the rest: Optuna's own, one by one
+            for key, value in user_attrs.items():
+                self._set_trial_attr_without_commit(
+                    session, _models.TrialUserAttributeModel, trial_id, key, value)
+            return
+        table = _models.TrialUserAttributeModel.__table__
+        insert = upsert(table)
+        session.execute(
+            insert.on_conflict_do_update(index_elements=[table.c.trial_id, table.c.key],
+                                         set_={"value_json": insert.excluded.value_json}),
+            [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+             for key, value in user_attrs.items()])
 
     def count_trials(self, study_id: int, states: tuple[TrialState, ...],
                      number_below: int | None = None, heartbeating: bool = False) -> int:
@@ -257,6 +283,20 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
             count = count.where(trials.c.trial_id.in_(sqlalchemy.select(beats.c.trial_id)))
         with self.engine.connect() as connection:  # no ORM session: a third of the time
             return connection.execute(count).scalar_one()
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """The trial's heartbeat at the database's clock, in one upsert (Optuna reads the row,
+        then inserts it or reads it again for update, reads the clock and writes it)."""
+        upsert = _UPSERTS.get(self.engine.name)
+        if upsert is None:
+            super().record_heartbeat(trial_id)
+            return
+        beats = _models.TrialHeartbeatModel.__table__
+        now = sqlalchemy.func.current_timestamp()  # the clock stale trials are judged by
+        insert = upsert(beats).values(trial_id=trial_id, heartbeat=now)
+        with self.engine.begin() as connection:
+            connection.execute(insert.on_conflict_do_update(index_elements=[beats.c.trial_id],
+                                                            set_={"heartbeat": now}))
 
     def records_heartbeats(self, trial_id: int) -> bool:
         """Whether the trial's worker records heartbeats (so its death can be told)."""

@@ -62,19 +62,45 @@ def test_reports_are_written_in_batches_and_all_by_the_end(storage, monkeypatch)
     inserts = []
     sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
                             lambda *args: inserts.append(args[2])
-                            if args[2].startswith("INSERT INTO trial_intermediate_values") else None)
+                            if args[2].startswith("INSERT INTO trial_") else None)
     reports = EpochReports(trial, flush_s=3600)
     for step in range(1, 21):  # as the objective does: the history, then the report
         reports.set_user_attr("history", [{"epoch": e} for e in range(1, step + 1)])
+        reports.set_user_attr("criteria", {"best_val_acc": step / 20})
         reports.report(step, step / 20)
-    stored = study._storage.get_trial(trial._trial_id)
-    assert stored.intermediate_values == {1: 0.05}  # the first epoch at once, the rest held
-    assert len(stored.user_attrs["history"]) == 1
+    stored = _read_afresh(storage, trial)
+    assert stored.intermediate_values == {}  # held: FLUSH_S has not passed since the start
+    assert "history" not in stored.user_attrs
     reports.flush()
-    stored = study._storage.get_trial(trial._trial_id)
+    stored = _read_afresh(storage, trial)
     assert stored.intermediate_values == {s: s / 20 for s in range(1, 21)}
     assert len(stored.user_attrs["history"]) == 20
-    assert len(inserts) <= 2  # two flushes: one INSERT statement each (executemany)
+    assert stored.user_attrs["criteria"] == {"best_val_acc": 1.0}
+    # One flush: one INSERT for the reports (executemany), one upsert for the attributes.
+    assert [sql.split()[2] for sql in inserts] == ["trial_intermediate_values",
+                                                   "trial_user_attributes"]
+
+
+def test_a_long_trial_shows_its_reports_within_flush_s(storage, monkeypatch):
+    """The dashboard's curve lags at most FLUSH_S: the first report after FLUSH_S since the
+    trial's start is written with every one before it."""
+    clock = [1000.0]
+    monkeypatch.setattr(reports_module.time, "monotonic", lambda: clock[0])
+    study = optuna.create_study(storage=storage, direction="maximize")
+    trial = study.ask()
+    reports = EpochReports(trial, flush_s=2.0)
+    reports.report(1, 0.1)
+    clock[0] += 1.0
+    reports.report(2, 0.2)
+    assert _read_afresh(storage, trial).intermediate_values == {}
+    clock[0] += 1.0
+    reports.report(3, 0.3)
+    assert _read_afresh(storage, trial).intermediate_values == {1: 0.1, 2: 0.2, 3: 0.3}
+
+
+def _read_afresh(storage, trial):
+    """The trial as another process reads it: from the database, not this worker's memory."""
+    return optuna.storages.RDBStorage(storage.url).get_trial(trial._trial_id)
 
 
 def test_a_pruner_that_keeps_state_on_the_trial_sees_every_report_stored(storage):

@@ -114,3 +114,24 @@ def test_a_retried_write_whose_first_commit_landed_is_taken_as_done(flaky, monke
         assert storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [1.0])
         assert storage.get_trial(trial_id).state == TrialState.COMPLETE
     assert len(attempts) == 2
+
+
+def test_a_heartbeat_is_one_statement_and_judged_as_optunas(storage_url, monkeypatch):
+    """The upserted heartbeat is what Optuna's stale check reads: fresh, the trial is alive;
+    older than the grace period, it is stale."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    statements = []
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
+                            lambda *args: statements.append(args[2]))
+    storage.record_heartbeat(trial._trial_id)
+    storage.record_heartbeat(trial._trial_id)  # the second updates the first
+    assert [s.split()[0] for s in statements] == ["INSERT", "INSERT"]
+    assert storage._get_stale_trial_ids(study._study_id) == []
+    beats = sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :old")
+    with storage.engine.begin() as connection:
+        connection.execute(beats, {"old": "2000-01-01 00:00:00"})
+        rows = connection.execute(sqlalchemy.text("SELECT count(*) FROM trial_heartbeats"))
+        assert rows.scalar_one() == 1
+    assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]

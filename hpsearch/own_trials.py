@@ -1,0 +1,200 @@
+"""The trials a worker runs, kept in memory as it writes them, so it need not read them back.
+
+Optuna reads a worker's own running trial back from the database several times a trial: when
+it is asked for (`Trial.__init__`), when it is told (`_tell`), after it (the callbacks), and
+inside every read of the study's trials (the sampler's, the twin check's, the waiting-trial
+lookup), each time with every parameter, value and attribute: six queries through the ORM,
+about a third of a 20-epoch trial's storage cost (benchmarks/trial_overhead.py). Everything
+in such a read was written by this process, through this storage object, so it is known here.
+
+Why serving it from memory is safe:
+- Only the worker that runs a trial writes its parameters, reports and attributes; every
+  write here goes through the methods below, which record it only once the database took it,
+  in the form a read would return (attributes through JSON, values as floats).
+- What another process may change is the trial's state: a heartbeat check that judged the
+  worker dead fails it (optuna#4234). So every answer from memory is checked against the
+  trial's state in the database (one indexed one-column read); a trial whose state is not the
+  one recorded here is read in full and forgotten.
+- A finished trial never changes (Optuna refuses writes to it): once this worker finished it,
+  the copy here is final. It is kept until Optuna's cache has read it finished, then dropped.
+- A trial taken from the waiting queue (an enqueued trial) was written by whoever queued it:
+  it is read in full once, then kept.
+The copies handed out are deep copies: Optuna's `Trial` edits the one it gets.
+Writes made by others to a running trial's attributes (optuna-dashboard can set a user
+attribute) are not seen by the worker running it; the database keeps them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from typing import Any, Container
+
+import optuna
+import sqlalchemy
+from optuna.distributions import BaseDistribution
+from optuna.storages._rdb import models as _models
+from optuna.trial import FrozenTrial, TrialState
+
+_TRIALS = _models.TrialModel.__table__
+
+
+def _as_stored(value: Any) -> Any:
+    """An attribute as a read returns it: Optuna stores attributes as JSON (tuples come back
+    as lists, integer keys as strings)."""
+    return json.loads(json.dumps(value))
+
+
+class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
+    """RDBStorage that keeps the trials this process runs (see the module's docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._own: dict[int, FrozenTrial] = {}  # trial id -> as written here
+        self._taken: set[int] = set()  # waiting trials this process set running, not read yet
+        self._own_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        for name in ("_own", "_taken", "_own_lock"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._own, self._taken, self._own_lock = {}, set(), threading.Lock()
+
+    # --- writes: recorded once stored ---------------------------------------------------------
+
+    def _create_new_trial(self, study_id: int,
+                          template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        trial = super()._create_new_trial(study_id, template_trial)
+        if trial.state == TrialState.RUNNING:  # asked for by this process (not enqueued)
+            with self._own_lock:
+                self._own[trial._trial_id] = copy.deepcopy(trial)
+        return trial
+
+    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                         distribution: BaseDistribution,
+                         previous_distribution: BaseDistribution | None) -> None:
+        super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
+                                 previous_distribution)
+        self._update(trial_id, lambda t: (
+            t._params.__setitem__(param_name, distribution.to_external_repr(
+                param_value_internal)),
+            t._distributions.__setitem__(param_name, distribution)))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int,
+                                     intermediate_value: float) -> None:
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        self.reported(trial_id, {step: intermediate_value}, {})
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_user_attr(trial_id, key, value)
+        self.reported(trial_id, {}, {key: value})
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        super().set_trial_system_attr(trial_id, key, value)
+        self._update(trial_id, lambda t: t._system_attrs.__setitem__(key, _as_stored(value)))
+
+    def reported(self, trial_id: int, values: dict[int, float], user_attrs: dict[str, Any]
+                 ) -> None:
+        """Record reports and user attributes the database has just stored."""
+        def apply(trial: FrozenTrial) -> None:
+            trial.intermediate_values.update((s, float(v)) for s, v in values.items())
+            trial._user_attrs.update((k, _as_stored(v)) for k, v in user_attrs.items())
+        self._update(trial_id, apply)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Any = None) -> bool:
+        changed = super().set_trial_state_values(trial_id, state, values)
+        if changed and state == TrialState.RUNNING:
+            with self._own_lock:
+                self._taken.add(trial_id)  # a waiting trial this process runs now
+        elif changed and state.is_finished() and trial_id in self._own:
+            finished_at = self._read_column(trial_id, _TRIALS.c.datetime_complete)
+            self._update(trial_id, lambda t: _finish(t, state, values, finished_at))
+        return changed
+
+    def _update(self, trial_id: int, apply) -> None:
+        with self._own_lock:
+            trial = self._own.get(trial_id)
+            if trial is not None:
+                apply(trial)
+
+    # --- reads: served from memory while the database's state agrees ---------------------------
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._own_lock:
+            own = self._own.get(trial_id)
+        if own is not None:
+            if own.state.is_finished() or self._state_of(trial_id) == own.state:
+                return copy.deepcopy(own)
+            self._forget(trial_id)  # failed by another worker's heartbeat check
+        trial = super().get_trial(trial_id)
+        with self._own_lock:
+            if trial_id in self._taken and trial.state == TrialState.RUNNING:
+                self._taken.discard(trial_id)
+                self._own[trial_id] = copy.deepcopy(trial)
+        return trial
+
+    def _get_trials(self, study_id: int, states: Container[TrialState] | None,
+                    included_trial_ids: set[int], trial_id_greater_than: int
+                    ) -> list[FrozenTrial]:
+        """Optuna's cache's incremental read: the trials it holds unfinished and every trial
+        above the last finished one. Own trials whose state the database confirms come from
+        memory; the others are read as Optuna reads them."""
+        with self._own_lock:
+            own = dict(self._own)
+        if not own:
+            return super()._get_trials(study_id, states, included_trial_ids,
+                                       trial_id_greater_than)
+        listed = self._states(study_id, states, included_trial_ids, trial_id_greater_than)
+        served = {trial_id: copy.deepcopy(own[trial_id]) for trial_id, state in listed.items()
+                  if trial_id in own and own[trial_id].state == state}
+        unread = set(listed) - set(served)
+        read = (super()._get_trials(study_id, states, unread, max(unread)) if unread else [])
+        for trial_id in [t for t in listed if t in own and t not in served]:
+            self._forget(trial_id)
+        for trial_id, trial in served.items():
+            if trial.state.is_finished():  # Optuna's cache holds it from now on
+                self._forget(trial_id)
+        trials = {t._trial_id: t for t in read} | served
+        return [trials[trial_id] for trial_id in sorted(trials)]
+
+    def _forget(self, trial_id: int) -> None:
+        with self._own_lock:
+            self._own.pop(trial_id, None)
+
+    def _states(self, study_id: int, states: Container[TrialState] | None,
+                included_trial_ids: set[int], trial_id_greater_than: int
+                ) -> dict[int, TrialState]:
+        """Trial id -> state of what Optuna's `_get_trials` would return: one narrow query."""
+        query = sqlalchemy.select(_TRIALS.c.trial_id, _TRIALS.c.state).where(
+            _TRIALS.c.study_id == study_id)
+        if states is not None:
+            query = query.where(_TRIALS.c.state.in_(list(states)))
+        included = [t for t in included_trial_ids if t <= trial_id_greater_than]
+        if trial_id_greater_than > -1:
+            above = _TRIALS.c.trial_id > trial_id_greater_than
+            query = query.where(sqlalchemy.or_(_TRIALS.c.trial_id.in_(included), above)
+                                if included else above)
+        with self.engine.connect() as connection:
+            return {row.trial_id: TrialState(row.state) if not isinstance(row.state, TrialState)
+                    else row.state for row in connection.execute(query)}
+
+    def _state_of(self, trial_id: int) -> TrialState | None:
+        return self._read_column(trial_id, _TRIALS.c.state)
+
+    def _read_column(self, trial_id: int, column) -> Any:
+        with self.engine.connect() as connection:
+            return connection.execute(
+                sqlalchemy.select(column).where(_TRIALS.c.trial_id == trial_id)).scalar()
+
+
+def _finish(trial: FrozenTrial, state: TrialState, values: Any, finished_at: Any) -> None:
+    trial.state = state
+    if values is not None:
+        trial._values = [float(v) for v in values]
+    trial.datetime_complete = finished_at
