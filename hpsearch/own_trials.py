@@ -26,6 +26,7 @@ attribute) are not seen by the worker running it; the database keeps them.
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import threading
@@ -38,6 +39,9 @@ from optuna.storages._rdb import models as _models
 from optuna.trial import FrozenTrial, TrialState
 
 _TRIALS = _models.TrialModel.__table__
+# Finished own trials kept at most: a worker needs the one it just finished (Optuna's
+# callbacks read it, then its cache); a proxy finishes many workers' trials at once.
+KEEP_FINISHED = 64
 
 
 def _as_stored(value: Any) -> Any:
@@ -53,17 +57,19 @@ class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
         super().__init__(*args, **kwargs)
         self._own: dict[int, FrozenTrial] = {}  # trial id -> as written here
         self._taken: set[int] = set()  # waiting trials this process set running, not read yet
+        self._finished: collections.deque[int] = collections.deque()  # own, oldest first
         self._own_lock = threading.Lock()
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        for name in ("_own", "_taken", "_own_lock"):
+        for name in ("_own", "_taken", "_finished", "_own_lock"):
             state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
         self._own, self._taken, self._own_lock = {}, set(), threading.Lock()
+        self._finished = collections.deque()
 
     # --- writes: recorded once stored ---------------------------------------------------------
 
@@ -115,7 +121,16 @@ class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
         elif changed and state.is_finished() and trial_id in self._own:
             finished_at = self._read_column(trial_id, _TRIALS.c.datetime_complete)
             self._update(trial_id, lambda t: _finish(t, state, values, finished_at))
+            self._keep_few_finished(trial_id)
         return changed
+
+    def _keep_few_finished(self, trial_id: int) -> None:
+        """A finished trial is kept until Optuna's cache reads it; a storage nobody reads
+        through (a proxy's) keeps the last KEEP_FINISHED, not every trial it ever ran."""
+        with self._own_lock:
+            self._finished.append(trial_id)
+            while len(self._finished) > KEEP_FINISHED:
+                self._own.pop(self._finished.popleft(), None)
 
     def _update(self, trial_id: int, apply) -> None:
         with self._own_lock:
@@ -126,11 +141,10 @@ class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
     # --- reads: served from memory while the database's state agrees ---------------------------
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
-        with self._own_lock:
-            own = self._own.get(trial_id)
+        own = self._copy_of(trial_id)
         if own is not None:
             if own.state.is_finished() or self._state_of(trial_id) == own.state:
-                return copy.deepcopy(own)
+                return own
             self._forget(trial_id)  # failed by another worker's heartbeat check
         trial = super().get_trial(trial_id)
         with self._own_lock:
@@ -145,14 +159,14 @@ class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
         """Optuna's cache's incremental read: the trials it holds unfinished and every trial
         above the last finished one. Own trials whose state the database confirms come from
         memory; the others are read as Optuna reads them."""
-        with self._own_lock:
-            own = dict(self._own)
-        if not own:
+        if not self._own:
             return super()._get_trials(study_id, states, included_trial_ids,
                                        trial_id_greater_than)
         listed = self._states(study_id, states, included_trial_ids, trial_id_greater_than)
-        served = {trial_id: copy.deepcopy(own[trial_id]) for trial_id, state in listed.items()
-                  if trial_id in own and own[trial_id].state == state}
+        with self._own_lock:
+            own = {trial_id: self._own[trial_id] for trial_id in listed if trial_id in self._own}
+            served = {trial_id: copy.deepcopy(trial) for trial_id, trial in own.items()
+                      if trial.state == listed[trial_id]}
         unread = set(listed) - set(served)
         read = (super()._get_trials(study_id, states, unread, max(unread)) if unread else [])
         for trial_id in [t for t in listed if t in own and t not in served]:
@@ -162,6 +176,11 @@ class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
                 self._forget(trial_id)
         trials = {t._trial_id: t for t in read} | served
         return [trials[trial_id] for trial_id in sorted(trials)]
+
+    def _copy_of(self, trial_id: int) -> FrozenTrial | None:
+        with self._own_lock:  # a proxy's threads write to the trials they hold
+            own = self._own.get(trial_id)
+            return copy.deepcopy(own) if own is not None else None
 
     def _forget(self, trial_id: int) -> None:
         with self._own_lock:

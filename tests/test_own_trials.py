@@ -101,3 +101,15 @@ def test_the_copies_handed_out_are_the_callers_own(storage_url):
     copy.params["depth"] = 99
     assert storage.get_trial(trial._trial_id).user_attrs["shape"] == [3, 100]
     assert storage.get_trial(trial._trial_id).params["depth"] == trial.params["depth"]
+
+
+def test_a_storage_nobody_reads_through_keeps_few_finished_trials(storage_url, monkeypatch):
+    """A proxy's storage finishes every worker's trials: it does not keep them all."""
+    monkeypatch.setattr("hpsearch.own_trials.KEEP_FINISHED", 3)
+    storage = open_storage(storage_url)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE])
+    for _ in range(10):
+        trial_id = storage.create_new_trial(study_id)
+        storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [0.5])
+    assert len(storage._own) == 3
+    assert storage.get_trial(trial_id).values == [0.5]
