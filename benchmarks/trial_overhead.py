@@ -7,12 +7,17 @@ alternating over a few rounds. Prints seconds per trial for both and the ratio.
 
     python benchmarks/trial_overhead.py [--epochs 20] [--trials 10] [--rounds 3]
     python benchmarks/trial_overhead.py --device cuda      # where a GPU epoch is milliseconds
+    python benchmarks/trial_overhead.py --postgres postgresql+psycopg://USER:PASSWORD@HOST/postgres
+
+With --postgres the study lives in a fresh database on that server (dropped afterwards)
+instead of a SQLite file.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +30,9 @@ from sqlalchemy.engine import Engine
 from hpsearch.config import resolve_config
 from hpsearch.runner import run_study
 from hpsearch.train import load_data, resolve_device, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from storage_overhead import _postgres_database  # noqa: E402 - the benchmarks' own helper
 
 STUDY = """\
 base: {{dataset: {dataset}, epochs: {epochs}, data_dir: {data_dir}, device: {device}}}
@@ -66,14 +74,15 @@ class StatementCount:
 
 
 def study_seconds(settings: dict, trials: int, folder: Path,
-                  counter: StatementCount | None = None) -> float:
+                  counter: StatementCount | None = None, url: str | None = None) -> float:
     """Seconds per trial of `trials` more trials of the study, from the first one's start to
     the last one's end as stored: the command's own start (reading the study file, loading
     the data, the check before storage) is not a trial's cost. With `counter`, the SQL
-    statements of those trials' run are counted."""
+    statements of those trials' run are counted. `url`: the storage (default: a SQLite file
+    in `folder`)."""
     path = folder / "overhead.yaml"
     path.write_text(STUDY.format(**settings))
-    url = f"sqlite:///{folder / 'overhead.db'}"
+    url = url or f"sqlite:///{folder / 'overhead.db'}"
     run_study(path, trials=0, storage=url)  # creates the study the first time
     before = len(optuna.load_study(study_name="overhead", storage=url).trials)
     with counter or contextlib.nullcontext():
@@ -90,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument("--postgres", default=None,
+                        help="a PostgreSQL URL whose user may create databases")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(1)  # both arms alike, and steadier on a shared machine
@@ -97,14 +108,20 @@ def main(argv: list[str] | None = None) -> None:
                 "device": args.device}
     bare = hpsearch = 0.0
     counter = StatementCount()
-    with tempfile.TemporaryDirectory() as folder:
-        study_seconds(settings, 1, Path(folder))  # warm-up
-        for _ in range(args.rounds):  # alternating: a machine that slows down slows both
-            bare += bare_seconds(settings, args.trials) / args.rounds
-            hpsearch += study_seconds(settings, args.trials, Path(folder),
-                                      counter) / args.rounds
+    url, drop = _postgres_database(args.postgres) if args.postgres else (None, None)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            study_seconds(settings, 1, Path(folder), url=url)  # warm-up
+            for _ in range(args.rounds):  # alternating: a machine that slows down slows both
+                bare += bare_seconds(settings, args.trials) / args.rounds
+                hpsearch += study_seconds(settings, args.trials, Path(folder), counter,
+                                          url) / args.rounds
+    finally:
+        if drop is not None:
+            drop()
     print(f"{args.dataset}, {args.epochs} epochs a trial, {args.rounds} rounds of "
-          f"{args.trials} trials an arm, {resolve_device(args.device)}, SQLite")
+          f"{args.trials} trials an arm, {resolve_device(args.device)}, "
+          f"{'PostgreSQL' if url else 'SQLite'}")
     print(f"{'train() alone':<28}{bare:>8.3f} s/trial")
     print(f"{'run_study (Optuna, storage)':<28}{hpsearch:>8.3f} s/trial")
     print(f"overhead: {hpsearch / bare - 1:+.0%}, "

@@ -213,6 +213,25 @@ def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):
     assert lines[4].startswith("SQL statements: ") and 20 < statements < 500
 
 
+@pytest.mark.postgres
+def test_trial_overhead_runs_on_postgresql_and_drops_its_database(capsys):
+    import sqlalchemy
+
+    from tests.conftest import postgres_admin_url
+
+    admin = postgres_admin_url()
+    load_benchmark("trial_overhead").main(["--epochs", "2", "--trials", "2", "--rounds", "1",
+                                           "--postgres", admin])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("PostgreSQL") and lines[3].startswith("overhead: ")
+    engine = sqlalchemy.create_engine(admin)
+    with engine.connect() as connection:
+        left = connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_database WHERE starts_with(datname, 'hpsearch_bench_')").scalar()
+    engine.dispose()
+    assert left == 0
+
+
 def _storage_rows(*args: str) -> list[list[str]]:
     """The benchmark run as a script: its workers are spawned processes that import it."""
     printed = subprocess.run([sys.executable, str(REPO / "benchmarks" / "storage_overhead.py"),
