@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -176,26 +175,20 @@ def keep_chosen(directory: Path, study: optuna.Study, choice: PhaseChoice,
     path = candidates.path(_trained_trial(study, choice.trial))
     try:
         return upload(directory, study, path, choice.trial)
-    except FileNotFoundError:  # another worker uploaded it and cleared the candidates
-        return _stored_reference(study, choice.trial, wait_s=OTHER_WORKER_WAIT_S)
+    except FileNotFoundError:
+        # Never kept (a fit hook or Lightning run returns no weights to keep; a trial out of
+        # reach), or another worker uploaded it, stored its choice, then cleared the
+        # candidates: in that order, so its reference is stored already. No waiting (a wait
+        # here held every fit-hook run 10 s at its end).
+        return _stored_reference(study, choice.trial)
 
 
-# How long (s) a worker that found the chosen file gone waits for the other worker's stored
-# choice: that one uploaded, stored its choice, then cleared; storing takes milliseconds.
-OTHER_WORKER_WAIT_S = 10.0
-
-
-def _stored_reference(study: optuna.Study, trial: int, wait_s: float = 0.0) -> dict | None:
-    """The checkpoint reference already stored with a choice of `trial`, waiting up to
-    `wait_s` for it."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        stored = records.read_choice(study)
-        if stored and stored.checkpoint and stored.checkpoint.get("trial") == trial:
-            return stored.checkpoint
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.2)
+def _stored_reference(study: optuna.Study, trial: int) -> dict | None:
+    """The checkpoint reference already stored with a choice of `trial`."""
+    stored = records.read_choice(study)
+    if stored and stored.checkpoint and stored.checkpoint.get("trial") == trial:
+        return stored.checkpoint
+    return None
 
 
 def _trained_trial(study: optuna.Study, number: int) -> int:

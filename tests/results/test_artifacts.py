@@ -120,3 +120,24 @@ def test_export_without_a_kept_model_says_why(tmp_path):
         hpsearch.export_model("lr_adam", tmp_path / "m.pt", url, which="tested")
     assert str(caught.value) == ("study `lr_adam` has no tested model; fix: run `hpsearch test "
                                  "--study lr_adam` (it trains and keeps one)")
+
+
+def test_a_choice_without_kept_weights_is_stored_at_once(tmp_path, monkeypatch):
+    """A fit hook that returns no model leaves nothing to keep: the phase stores its choice
+    without a checkpoint and without waiting for another worker's (nothing sleeps)."""
+    from hpsearch.checkpoints import Candidates, keep_chosen
+    from hpsearch.records import PhaseChoice
+    from hpsearch.spec import load_study_spec
+    from hpsearch.spec.catalog import bundled_dir
+
+    def no_sleep(seconds):
+        raise AssertionError(f"slept {seconds} s")
+
+    spec = load_study_spec(bundled_dir() / "architecture.yaml")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    study.tell(trial, 0.9)
+    monkeypatch.setattr("time.sleep", no_sleep)
+    chosen = keep_chosen(tmp_path, study, PhaseChoice(trial=trial.number, params={}),
+                         Candidates(tmp_path, study.study_name, spec))
+    assert chosen is None
