@@ -265,7 +265,10 @@ def _engine_kwargs(url: str, connections: int | None = None) -> dict:
         # Named by process in pg_stat_activity: an operator sees which worker holds what.
         connect_args = {**PG_CONNECT_ARGS, "application_name": f"hpsearch pid {os.getpid()}"}
         pool = {**PG_POOL, "pool_size": connections} if connections else PG_POOL
-        return {"pool_pre_ping": True, "connect_args": connect_args, **pool}
+        # No ping before each call (SQLAlchemy's pool_pre_ping: a round trip per storage
+        # call, a third of a trial's): a connection the server dropped fails its statement
+        # with a lost connection, which every call retries on a new one (resilient_storage).
+        return {"connect_args": connect_args, **pool}
     return {}
 
 

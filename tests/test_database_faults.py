@@ -78,7 +78,9 @@ def _training(url: str, count: int, timeout_s: float = 180, study: str = "blip")
                 trials = optuna.load_study(study_name=study, storage=storage).get_trials()
             except KeyError:
                 trials = []
-            if sum(t.state == TrialState.RUNNING and bool(t.user_attrs.get("history"))
+            # Its start facts stored: it trains now (its first reports are written up to
+            # FLUSH_S later, and these trials are shorter than that).
+            if sum(t.state == TrialState.RUNNING and "config" in t.user_attrs
                    for t in trials) >= count:
                 return
             time.sleep(0.5)
