@@ -159,7 +159,12 @@ class _PrunerStudy:
 
     def __init__(self, study: optuna.Study, finished: list[FrozenTrial]):
         self._study, self._finished = study, finished
-        self.direction = study.direction
+        self.directions = study.directions  # a multi-objective study has no `direction`
+
+    @property
+    def direction(self) -> optuna.study.StudyDirection:
+        """What the pruners read (they prune single-objective studies only)."""
+        return self._study.direction
 
     def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
         if states is None or not set(states) <= set(FINISHED):

@@ -136,3 +136,25 @@ def test_finished_trials_are_read_again_only_when_their_count_changes(storage, m
     reports.report(4, 0.1)
     assert reports.should_prune()  # 0.1 is below the median of the finished trials
     assert len(reads) == 2
+
+
+def test_a_two_objective_study_keeps_its_candidates_and_completes(tmp_path, write_study):
+    """The regularization phase searches two objectives: the kept-checkpoint decision reads the
+    pruner's view of the finished trials, which must not ask a two-objective study for its one
+    direction (every trial of that phase failed so)."""
+    from optuna.trial import TrialState
+
+    from hpsearch.runner import run_study
+
+    path = write_study("two_objectives", """\
+base: {dataset: digits, epochs: 2}
+objective: {metric: [best_val_acc, overfitting_gap], direction: [maximize, minimize]}
+sampler: {name: random, seed: 0}
+trials: 3
+space:
+  dropout: {type: float, low: 0.1, high: 0.5}
+""")
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    run_study(path, storage=url)
+    trials = optuna.load_study(study_name="two_objectives", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
