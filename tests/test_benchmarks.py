@@ -200,7 +200,8 @@ def test_the_seed_noise_study_loads_and_varies_only_the_seed():
 
 
 def test_benchmark_variants_exist():
-    assert {p.parent.name for p in VARIANTS} >= {"optimizer_lr_redo", "tolerance_noise"}
+    assert {p.parent.name for p in VARIANTS} >= {"optimizer_lr_redo", "tolerance_noise",
+                                                 "architecture_lr", "regularization_always"}
 
 
 def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):
