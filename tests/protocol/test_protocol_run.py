@@ -88,14 +88,25 @@ def test_every_trial_stores_all_criteria(protocol_url):
             assert key in criteria
 
 
-def test_skipped_phase_stores_its_reason_and_passes_the_config_on(protocol_url):
+def test_regularization_runs_against_its_baseline_whatever_the_gap(protocol_url):
+    """The gap is read on augmented images and understates overfitting: the phase runs, and
+    the inherited configuration runs as its baseline trial."""
     url, outcomes = protocol_url
     regularization = load("regularization", url)
-    choice = regularization.user_attrs["selection"]
-    assert choice["skipped"] and choice["reason"].startswith("skipped: the inherited choice does not overfit")
-    assert regularization.trials == []
-    architecture = load("architecture", url).user_attrs["selection"]["config"]
-    assert choice["config"]["width"] == architecture["width"]
+    assert regularization.trials and regularization.trials[0].user_attrs.get("baseline")
+    assert not regularization.user_attrs["selection"]["skipped"]
+
+
+def test_a_phase_whose_precondition_fails_is_skipped_and_says_why():
+    from hpsearch.protocol.chain import merge, precondition_failure
+    from hpsearch.records import PhaseChoice
+
+    inheritance = merge([("architecture", PhaseChoice(
+        trial=3, criteria={"overfitting_gap": 0.011, "overfits": False,
+                           "overfitting_gap_kind": "accuracy"}))])
+    assert precondition_failure("overfits", inheritance) == (
+        "the inherited choice does not overfit (train-val accuracy gap 0.011 <= 0.05); "
+        "regularization applies only when overfitting [003]")
 
 
 def test_technique_phase_runs_the_baseline_first(protocol_url):
