@@ -131,10 +131,16 @@ def test_the_baseline_and_a_skipped_phase_read_as_such(tiny_protocol):
     (baseline,) = [t for t in batchnorm["trials"]
                    if {"key": "baseline", "value": "True"} in t["user_attrs"]]
     assert "**Baseline**: the configuration this phase inherited" in baseline["note"]["body"]
-    regularization = study_detail(served, "regularization@t")["note"]["body"]
-    if "**Skipped**" in regularization:  # digits at 3 epochs does not overfit
-        assert "does not overfit" in regularization
-        assert "**Chosen" not in regularization
+    skipped = [s.study_name for s in optuna.get_all_study_summaries(tiny_protocol)
+               if optuna.load_study(study_name=s.study_name, storage=tiny_protocol)
+               .user_attrs.get("selection", {}).get("skipped")]
+    assert skipped  # digits at 3 epochs: the optimizer phase and `final` do not apply
+    for name in skipped:
+        note = study_detail(served, name)["note"]["body"]
+        reason = optuna.load_study(study_name=name, storage=tiny_protocol).user_attrs[
+            "selection"]["reason"]
+        assert "**Skipped**" in note and reason.removeprefix("skipped: ")[:40] in note, note
+        assert "**Chosen" not in note
 
 
 def test_dashboard_command_serves_the_notes(tiny_protocol):
