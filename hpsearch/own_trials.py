@@ -86,10 +86,10 @@ class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
                          previous_distribution: BaseDistribution | None) -> None:
         super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
                                  previous_distribution)
-        self._update(trial_id, lambda t: (
-            t._params.__setitem__(param_name, distribution.to_external_repr(
-                param_value_internal)),
-            t._distributions.__setitem__(param_name, distribution)))
+        def apply(trial: FrozenTrial) -> None:
+            trial._params[param_name] = distribution.to_external_repr(param_value_internal)
+            trial._distributions[param_name] = distribution
+        self._update(trial_id, apply)
 
     def set_trial_intermediate_value(self, trial_id: int, step: int,
                                      intermediate_value: float) -> None:
@@ -200,8 +200,7 @@ class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
             query = query.where(sqlalchemy.or_(_TRIALS.c.trial_id.in_(included), above)
                                 if included else above)
         with self.engine.connect() as connection:
-            return {row.trial_id: TrialState(row.state) if not isinstance(row.state, TrialState)
-                    else row.state for row in connection.execute(query)}
+            return {row.trial_id: TrialState(row.state) for row in connection.execute(query)}
 
     def _state_of(self, trial_id: int) -> TrialState | None:
         return self._read_column(trial_id, _TRIALS.c.state)

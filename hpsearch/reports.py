@@ -159,11 +159,11 @@ class _PrunerStudy:
 
     def __init__(self, study: optuna.Study, finished: list[FrozenTrial]):
         self._study, self._finished = study, finished
-        self.directions = study.directions  # a multi-objective study has no `direction`
 
     @property
     def direction(self) -> optuna.study.StudyDirection:
-        """What the pruners read (they prune single-objective studies only)."""
+        """What the pruners read, only when they prune (a single-objective study: a
+        multi-objective one has no `direction`)."""
         return self._study.direction
 
     def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
