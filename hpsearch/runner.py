@@ -51,6 +51,27 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 3
 # How often (s) a worker whose search is over looks whether the others' trials have ended.
 SETTLE_POLL_S = 1.0
+# A trial's first heartbeat is written just after the trial is stored (Optuna starts its
+# heartbeat thread once `ask` returns): milliseconds later, seconds when workers contend for
+# SQLite's lock. A waiting worker gives a RUNNING trial with no heartbeat this long (s) before
+# it takes it for the trial of a worker that records none (a plain Optuna script's).
+FIRST_HEARTBEAT_S = 10.0
+
+
+class _FirstHeartbeat:
+    """How long a waiting worker has seen RUNNING trials with no heartbeat yet, in a row."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def awaited(self, silent: bool) -> bool:
+        """Whether to go on waiting for the silent trials' first heartbeat (`silent`: some
+        RUNNING trial has none, and none has one)."""
+        if not silent:
+            self.since = None
+            return False
+        self.since = self.since or time.monotonic()
+        return time.monotonic() - self.since < FIRST_HEARTBEAT_S
 
 
 class RunObserver(Protocol):
@@ -270,9 +291,14 @@ def _run_enqueued(
 def _wait_for_other_worker(study: optuna.Study, user_attrs: dict[str, Any]) -> bool:
     """Wait while a live worker trains the trial carrying `user_attrs`; True when it died
     and its retry is queued. A trial whose worker records no heartbeats (a plain Optuna
-    script's) is not waited for: its death could not be told from slowness."""
-    while any(records_heartbeats(study, t) for t in _carriers(study, user_attrs,
-                                                               (TrialState.RUNNING,))):
+    script's) is not waited for, once FIRST_HEARTBEAT_S has passed without one: its death
+    could not be told from slowness."""
+    first_heartbeat = _FirstHeartbeat()
+    while True:
+        running = _carriers(study, user_attrs, (TrialState.RUNNING,))
+        beating = any(records_heartbeats(study, t) for t in running)
+        if not first_heartbeat.awaited(bool(running) and not beating) and not beating:
+            break
         interrupt.check()  # Ctrl-C while waiting: nothing of this worker's is running
         time.sleep(SETTLE_POLL_S)
         fail_stale_trials(study)  # a dead worker's trial: failed, and queued again once
@@ -335,12 +361,17 @@ def _others_left(study: optuna.Study) -> bool:
     when such a queued trial is left to run, False when nothing is. Trials of workers that
     record no heartbeats (a plain Optuna script) cannot tell a dead worker from a slow one:
     they are not waited for. Through the gRPC proxy, hpsearch's workers record theirs as
-    trial attributes (proxy_heartbeats.py)."""
+    trial attributes (proxy_heartbeats.py). A trial just started has no heartbeat yet: it is
+    given FIRST_HEARTBEAT_S to record one (without that wait, a worker could choose while
+    another's last trial had just begun: two processes stored different choices)."""
+    first_heartbeat = _FirstHeartbeat()
     while True:
         fail_stale_trials(study)
         if count_trials(study, (TrialState.WAITING,)):
             return True
-        if not count_trials(study, (TrialState.RUNNING,), heartbeating=True):
+        beating = count_trials(study, (TrialState.RUNNING,), heartbeating=True) > 0
+        silent = not beating and count_trials(study, (TrialState.RUNNING,)) > 0
+        if not first_heartbeat.awaited(silent) and not beating:
             return False
         interrupt.check()  # Ctrl-C while waiting: nothing of this worker's is running
         time.sleep(SETTLE_POLL_S)

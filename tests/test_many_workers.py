@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -274,3 +275,79 @@ def test_two_protocol_processes_on_one_storage_store_and_report_the_same_choices
             stored = records.read_choice(optuna.load_study(study_name=parent["study"],
                                                            storage=url))
             assert parent["trial"] == stored.trial, (name, parent)
+
+
+def _study_with_a_silent_trial(tmp_path, user_attrs=None):
+    """A study opened as a worker opens it, and a trial of another process's just started:
+    RUNNING, its first heartbeat not written yet. Returns the worker's study, the other
+    process's study and its trial."""
+    from hpsearch.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'silent.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
+    other = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(url))
+    if user_attrs:
+        other.enqueue_trial({}, user_attrs=user_attrs)
+    return study, other, other.ask()
+
+
+def _first_heartbeat_then_finish(study, other, trial) -> threading.Thread:
+    """The other worker's heartbeat thread writes its first beat 0.3 s late, and its trial
+    ends 1 s later."""
+    def beat_then_finish():
+        time.sleep(0.3)
+        study._storage.record_heartbeat(trial._trial_id)
+        time.sleep(1.0)
+        other.tell(trial, 1.0)
+
+    thread = threading.Thread(target=beat_then_finish)
+    thread.start()
+    return thread
+
+
+def test_a_worker_done_with_its_slots_waits_for_a_trial_whose_first_heartbeat_is_on_its_way(
+        tmp_path, monkeypatch):
+    """A worker that chose while another's last trial had just begun (no heartbeat yet)
+    stored a choice without it: two `hpsearch protocol` processes stored different LRs."""
+    from hpsearch import runner
+
+    monkeypatch.setattr(runner, "SETTLE_POLL_S", 0.1)
+    study, other, trial = _study_with_a_silent_trial(tmp_path)
+    thread = _first_heartbeat_then_finish(study, other, trial)
+    try:
+        assert runner._others_left(study) is False
+        assert study.get_trials()[0].state == TrialState.COMPLETE  # waited for it to end
+    finally:
+        thread.join()
+
+
+def test_a_worker_waits_for_a_grid_step_whose_first_heartbeat_is_on_its_way(
+        tmp_path, monkeypatch):
+    """The same for a step beyond a refine grid's edge another worker has just popped."""
+    from hpsearch import records, runner
+
+    monkeypatch.setattr(runner, "SETTLE_POLL_S", 0.1)
+    step = {records.EDGE_STEP: 1}
+    study, other, trial = _study_with_a_silent_trial(tmp_path, user_attrs=step)
+    assert trial.user_attrs == step  # the queued step, now RUNNING
+    thread = _first_heartbeat_then_finish(study, other, trial)
+    try:
+        assert runner._wait_for_other_worker(study, step) is False
+        assert study.get_trials()[0].state == TrialState.COMPLETE
+    finally:
+        thread.join()
+
+
+def test_a_trial_that_never_records_a_heartbeat_is_not_waited_for_past_the_first_one(
+        tmp_path, monkeypatch):
+    """A plain Optuna script's trial on the same study: its death could not be told from
+    slowness, so it is given FIRST_HEARTBEAT_S and then left running."""
+    from hpsearch import runner
+
+    monkeypatch.setattr(runner, "SETTLE_POLL_S", 0.1)
+    monkeypatch.setattr(runner, "FIRST_HEARTBEAT_S", 0.5)
+    study, _, _ = _study_with_a_silent_trial(tmp_path)
+    started = time.monotonic()
+    assert runner._others_left(study) is False
+    assert 0.5 <= time.monotonic() - started < 5.0
+    assert study.get_trials()[0].state == TrialState.RUNNING
