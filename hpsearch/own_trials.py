@@ -38,6 +38,8 @@ from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models as _models
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.lean_writes import LeanWritesRDBStorage
+
 _TRIALS = _models.TrialModel.__table__
 # Finished own trials kept at most: a worker needs the one it just finished (Optuna's
 # callbacks read it, then its cache); a proxy finishes many workers' trials at once.
@@ -50,7 +52,7 @@ def _as_stored(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
+class OwnTrialsRDBStorage(LeanWritesRDBStorage):
     """RDBStorage that keeps the trials this process runs (see the module's docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -118,11 +120,28 @@ class OwnTrialsRDBStorage(optuna.storages.RDBStorage):
         if changed and state == TrialState.RUNNING:
             with self._own_lock:
                 self._taken.add(trial_id)  # a waiting trial this process runs now
-        elif changed and state.is_finished() and trial_id in self._own:
-            finished_at = self._read_column(trial_id, _TRIALS.c.datetime_complete)
-            self._update(trial_id, lambda t: _finish(t, state, values, finished_at))
-            self._keep_few_finished(trial_id)
+        elif changed and state.is_finished() and self._running_here(trial_id):
+            # Finished by Optuna's path (lean_writes.py's guard did not hold): its end time
+            # was stamped there.
+            self._record_finish(trial_id, state, values,
+                                self._read_column(trial_id, _TRIALS.c.datetime_complete))
         return changed
+
+    def finish_trial(self, trial_id: int, state: TrialState, values: Any) -> Any:
+        finished_at = super().finish_trial(trial_id, state, values)
+        if finished_at is not None:
+            self._record_finish(trial_id, state, values, finished_at)
+        return finished_at
+
+    def _running_here(self, trial_id: int) -> bool:
+        with self._own_lock:
+            own = self._own.get(trial_id)
+            return own is not None and not own.state.is_finished()
+
+    def _record_finish(self, trial_id: int, state: TrialState, values: Any,
+                       finished_at: Any) -> None:
+        self._update(trial_id, lambda t: _finish(t, state, values, finished_at))
+        self._keep_few_finished(trial_id)
 
     def _keep_few_finished(self, trial_id: int) -> None:
         """A finished trial is kept until Optuna's cache reads it; a storage nobody reads

@@ -280,8 +280,10 @@ def _run_enqueued(
     try:
         while True:
             while _waiting(study, user_attrs):  # until it ran (or another worker took it)
+                # TwinTrial: two workers that queued the same trial at once run a copy each;
+                # the later one ends at once and waits for the other's below.
                 study.optimize(objective, n_trials=1, callbacks=[guard],
-                               catch=_caught() + (OverBudget,))
+                               catch=_caught() + (OverBudget, TwinTrial))
             if not (wait_for_others and _wait_for_other_worker(study, user_attrs)):
                 break  # else the other worker died: its retry is queued, and runs here
     finally:

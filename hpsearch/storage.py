@@ -382,7 +382,11 @@ def count_trials(study: optuna.Study, states: tuple[TrialState, ...],
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the trials whose heartbeat is older than GRACE_S (a killed worker's) and queue
     each again once. Optuna does this only when a new trial starts; every run does it first,
-    so a finished study is cleaned too."""
+    so a finished study is cleaned too. Unlike Optuna's check before each trial, this one
+    always reads the database (lean_writes.py spaces those out)."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if hasattr(backend, "check_stale_next_time"):
+        backend.check_stale_next_time(study._study_id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

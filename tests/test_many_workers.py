@@ -268,7 +268,7 @@ def test_two_protocol_processes_on_one_storage_store_and_report_the_same_choices
         return [line.split("chose", 1)[1].split(":")[0] for line in out.splitlines()
                 if " chose trial " in line]
 
-    assert choices(outputs[0][0]) == choices(outputs[1][0]) != []
+    assert choices(outputs[0][0]) == choices(outputs[1][0]) != [], outputs
     for name in ("lr_sgd_refine", "lr_adam_refine", "architecture"):
         study = optuna.load_study(study_name=name, storage=url)
         for parent in records.StudyFacts.of(study).inherited.get("from", []):
@@ -351,3 +351,35 @@ def test_a_trial_that_never_records_a_heartbeat_is_not_waited_for_past_the_first
     assert runner._others_left(study) is False
     assert 0.5 <= time.monotonic() - started < 5.0
     assert study.get_trials()[0].state == TrialState.RUNNING
+
+
+def test_a_worker_whose_queued_step_another_worker_runs_a_copy_of_waits_for_that_copy(
+        tmp_path, monkeypatch):
+    """Two workers that reach a grid's edge at once may both queue its next step. The one
+    that starts its copy while the other's trains ends it at once as a twin and waits for the
+    other's (it ended with "error: trial 4 repeats running trial 5")."""
+    from hpsearch import records, runner
+    from hpsearch.preparation import prepare_study
+
+    monkeypatch.setattr(runner, "SETTLE_POLL_S", 0.1)
+    (tmp_path / "quick.py").write_text(QUICK_FIT)
+    (tmp_path / "step.yaml").write_text(STUDY.format(epochs=2, module="quick", trials=4))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    prepared = prepare_study(runner.resolve_spec(tmp_path / "step.yaml", None),
+                             f"sqlite:///{tmp_path / 'step.db'}", {})
+    study, step = prepared.study, {records.EDGE_STEP: 1}
+    study.enqueue_trial({"lr": 1e-3}, user_attrs=step)
+    other = study.ask()  # the other worker's copy, training
+    other.suggest_float("lr", 1e-4, 1e-2, log=True)
+    other.set_user_attr(records.WORKER, "otherhost:1 cpu")
+    study.enqueue_trial({"lr": 1e-3}, user_attrs=step)  # this worker's copy, queued at once
+    thread = _first_heartbeat_then_finish(study, study, other)
+    summary = runner.RunSummary(study.study_name, "sqlite", 4, 0)
+    try:
+        run = runner._fixed_trials(study, prepared.objective, 4, summary, None, True, 0)
+        run({"lr": 1e-3}, step)
+    finally:
+        thread.join()
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[1].user_attrs[records.TWIN] == other.number

@@ -134,4 +134,5 @@ def test_a_heartbeat_is_one_statement_and_judged_as_optunas(storage_url, monkeyp
         connection.execute(beats, {"old": "2000-01-01 00:00:00"})
         rows = connection.execute(sqlalchemy.text("SELECT count(*) FROM trial_heartbeats"))
         assert rows.scalar_one() == 1
+    storage.check_stale_next_time(study._study_id)  # checked a moment ago: read again
     assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]

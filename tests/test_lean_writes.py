@@ -1,0 +1,163 @@
+"""A trial's writes in fewer statements (hpsearch/lean_writes.py): stored exactly as Optuna's
+ORM stores them, numbered without a gap or a repeat by workers creating trials at once, and
+refused as Optuna refuses them."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from hpsearch import storage as hp_storage
+from hpsearch.storage import open_storage
+
+
+def _statements(storage) -> list[str]:
+    """The first word of every SQL statement the storage sends from now on."""
+    sent: list[str] = []
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
+                            lambda *args: sent.append(args[2].split()[0]))
+    return sent
+
+
+def _trial_with_params(study):
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    trial.suggest_int("depth", 1, 4)
+    trial.suggest_categorical("norm", ["none", "batch", None])
+    return trial
+
+
+def test_created_given_params_and_finished_as_optunas_orm_stores_them(storage_url):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    _trial_with_params(study)  # the parameters' first trial: Optuna's path
+    trial = _trial_with_params(study)  # their distributions known: the lean path
+    study.tell(trial, [math.inf, -0.25])
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)  # afresh
+    assert (stored.number, stored.state, stored.values) == (1, TrialState.COMPLETE,
+                                                            [math.inf, -0.25])
+    assert stored.params == trial.params and stored.distributions == trial.distributions
+    assert stored.datetime_start == trial.datetime_start
+    assert stored.datetime_complete == storage.get_trial(trial._trial_id).datetime_complete
+
+
+def test_each_write_takes_the_fewest_statements(storage_url):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    study.tell(_trial_with_params(study), 0.5)
+    sent = _statements(storage)
+    trial = study._storage.create_new_trial(study._study_id)
+    created, sent[:] = list(sent), []
+    distribution = optuna.distributions.FloatDistribution(0, 1)
+    storage._set_trial_param(trial, "x", 0.5, distribution, distribution)
+    param, sent[:] = list(sent), []
+    storage.set_trial_state_values(trial, TrialState.COMPLETE, [1.0])
+    lock = ["SELECT"] if storage.engine.name == "postgresql" else []  # the study's row lock
+    assert (created, param, sent) == (lock + ["INSERT"], ["INSERT"], ["UPDATE", "INSERT"])
+
+
+def test_finished_and_missing_trials_are_refused_as_optuna_refuses_them(storage_url):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    done = _trial_with_params(study)
+    study.tell(done, 0.5)
+    distribution = optuna.distributions.FloatDistribution(0, 1)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(done._trial_id, TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage._set_trial_param(done._trial_id, "x", 0.5, distribution, distribution)
+    with pytest.raises(KeyError):
+        storage.create_new_trial(study._study_id + 1)
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(done._trial_id)
+    assert (stored.state, stored.values, "x" in stored.params) == (TrialState.COMPLETE,
+                                                                   [0.5], False)
+    assert len(optuna.storages.RDBStorage(storage_url).get_all_trials(study._study_id)) == 1
+
+
+def test_a_queued_trial_and_a_second_value_take_optunas_path(storage_url):
+    """A WAITING trial finished without running, and a trial whose value is stored already
+    (a retry): Optuna's ORM path handles both as it always did."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    study.enqueue_trial({"x": 0.5})
+    waiting = study.get_trials(states=(TrialState.WAITING,))[0]
+    assert storage.set_trial_state_values(waiting._trial_id, TrialState.FAIL)
+    trial = study.ask()
+    with storage.engine.begin() as connection:  # a value stored, the state not yet
+        connection.execute(sqlalchemy.insert(optuna.storages._rdb.models.TrialValueModel),
+                           {"trial_id": trial._trial_id, "objective": 0, "value": 0.1,
+                            "value_type": "FINITE"})
+    assert storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.9])
+    afresh = optuna.storages.RDBStorage(storage_url)
+    assert afresh.get_trial(waiting._trial_id).state == TrialState.FAIL
+    assert afresh.get_trial(trial._trial_id).values == [0.9]
+
+
+def _create(url: str, study_name: str, count: int, start, numbers) -> None:
+    storage = open_storage(url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    start.wait()
+    numbers.put([study.ask().number for _ in range(count)])
+
+
+def test_workers_creating_trials_at_once_get_every_number_once(storage_url):
+    """The number is counted in the insert itself: four processes, 25 trials each."""
+    study = optuna.create_study(storage=open_storage(storage_url))
+    context = multiprocessing.get_context("spawn")
+    start, numbers = context.Barrier(4), context.Queue()
+    workers = [context.Process(target=_create,
+                               args=(storage_url, study.study_name, 25, start, numbers))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    got = sorted(n for _ in workers for n in numbers.get(timeout=120))
+    for worker in workers:
+        worker.join(timeout=60)
+    assert got == list(range(100))
+    stored = optuna.storages.RDBStorage(storage_url).get_all_trials(study._study_id)
+    assert sorted(t.number for t in stored) == list(range(100))
+
+
+def test_optunas_check_before_each_trial_reads_once_per_heartbeat_interval(tmp_path):
+    """A trial is stale after GRACE_S: Optuna's check before every trial is spaced out to
+    one per heartbeat interval (30 s), while the check every run makes first always reads."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'stale.db'}")
+    study = optuna.create_study(storage=storage)
+    sent: list[str] = []
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
+                            lambda *args: sent.append(args[2]))
+
+    def stale_checks() -> int:  # Optuna's check reads the database's clock first
+        return sum(s.upper().startswith("SELECT CURRENT_TIMESTAMP") for s in sent)
+
+    study.optimize(lambda trial: 1.0, n_trials=10)
+    assert stale_checks() == 1  # before the first trial only
+    hp_storage.fail_stale_trials(study)
+    assert stale_checks() == 2  # read, though the last check was a moment ago
+
+
+def test_of_two_workers_starting_one_queued_trial_at_once_exactly_one_gets_it(tmp_path):
+    """Two `hpsearch protocol` processes ran the same queued grid step: on SQLite Optuna reads
+    the trial's state, then writes RUNNING, and the other worker's start fitted in between
+    (the second then failed with "Cannot tell a COMPLETE trial"). Here the other worker starts
+    it just before this one's write reaches the database."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage)
+    study.enqueue_trial({"x": 0.5})
+    queued = study.get_trials(states=(TrialState.WAITING,))[0]._trial_id
+    other = optuna.storages.RDBStorage(url)
+    got = {}
+
+    def other_worker_first(conn, cursor, statement, *args):
+        if statement.startswith("UPDATE") and "other" not in got:
+            got["other"] = other.set_trial_state_values(queued, TrialState.RUNNING)
+
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", other_worker_first)
+    got["this"] = storage.set_trial_state_values(queued, TrialState.RUNNING)
+    assert got == {"other": True, "this": False}
