@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import copy
+from datetime import datetime
 import json
 import threading
 from typing import Any, Container
@@ -127,7 +128,8 @@ class OwnTrialsRDBStorage(LeanWritesRDBStorage):
                                 self._read_column(trial_id, _TRIALS.c.datetime_complete))
         return changed
 
-    def finish_trial(self, trial_id: int, state: TrialState, values: Any) -> Any:
+    def finish_trial(self, trial_id: int, state: TrialState,
+                     values: Any) -> datetime | None:
         finished_at = super().finish_trial(trial_id, state, values)
         if finished_at is not None:
             self._record_finish(trial_id, state, values, finished_at)

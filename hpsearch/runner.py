@@ -58,20 +58,20 @@ SETTLE_POLL_S = 1.0
 FIRST_HEARTBEAT_S = 10.0
 
 
-class _FirstHeartbeat:
-    """How long a waiting worker has seen RUNNING trials with no heartbeat yet, in a row."""
+class _LiveTrials:
+    """Whether a waiting worker should go on waiting for other workers' RUNNING trials."""
 
     def __init__(self) -> None:
-        self.since: float | None = None
+        self.silent_since: float | None = None  # RUNNING trials, none with a heartbeat yet
 
-    def awaited(self, silent: bool) -> bool:
-        """Whether to go on waiting for the silent trials' first heartbeat (`silent`: some
-        RUNNING trial has none, and none has one)."""
-        if not silent:
-            self.since = None
-            return False
-        self.since = self.since or time.monotonic()
-        return time.monotonic() - self.since < FIRST_HEARTBEAT_S
+    def wait(self, running: bool, beating: bool) -> bool:
+        """While some trial's worker beats; while RUNNING trials have none yet, for
+        FIRST_HEARTBEAT_S."""
+        if beating or not running:
+            self.silent_since = None
+            return beating
+        self.silent_since = self.silent_since or time.monotonic()
+        return time.monotonic() - self.silent_since < FIRST_HEARTBEAT_S
 
 
 class RunObserver(Protocol):
@@ -295,11 +295,10 @@ def _wait_for_other_worker(study: optuna.Study, user_attrs: dict[str, Any]) -> b
     and its retry is queued. A trial whose worker records no heartbeats (a plain Optuna
     script's) is not waited for, once FIRST_HEARTBEAT_S has passed without one: its death
     could not be told from slowness."""
-    first_heartbeat = _FirstHeartbeat()
+    live = _LiveTrials()
     while True:
         running = _carriers(study, user_attrs, (TrialState.RUNNING,))
-        beating = any(records_heartbeats(study, t) for t in running)
-        if not first_heartbeat.awaited(bool(running) and not beating) and not beating:
+        if not live.wait(bool(running), any(records_heartbeats(study, t) for t in running)):
             break
         interrupt.check()  # Ctrl-C while waiting: nothing of this worker's is running
         time.sleep(SETTLE_POLL_S)
@@ -342,10 +341,15 @@ def _optimize(
         objective.budget = budget  # each new trial claims a slot first (objective.py)
         try:
             while True:
+                ran, guard.budget_claimed = len(summary.new_trials), False
                 while not _search_until_stopped(study, objective, guard, summary):
                     pass  # a trial was failed under this worker: the search goes on
-                if guard.stopped or not _others_left(study):
-                    break  # else a retry was queued meanwhile: it runs here
+                if guard.stopped:
+                    break
+                if _others_left(study):
+                    continue  # a retry was queued meanwhile: it runs here
+                if not _slot_freed(study, guard, budget, ran):
+                    break
         finally:
             objective.budget = None
     if guard.stopped:
@@ -354,6 +358,15 @@ def _optimize(
             f"{guard.last_error}; fix: correct the code there (the error is stored on each "
             f"failed trial; rerun with --debug for the whole traceback)"
         )
+
+
+def _slot_freed(study: optuna.Study, guard: _BudgetGuard, budget: int, ran: int) -> bool:
+    """This worker stopped because every slot was claimed, and a slot another worker held
+    is free again (its trial failed without a retry: a twin, a crash): it is filled here.
+    Not when something else stopped the study (a spent grid, an observer), nor after a
+    pass that ran no trial (no claim succeeded: nothing to gain from another)."""
+    return (guard.budget_claimed and len(guard.summary.new_trials) > ran
+            and _finished(study) < budget)
 
 
 def _others_left(study: optuna.Study) -> bool:
@@ -366,14 +379,14 @@ def _others_left(study: optuna.Study) -> bool:
     trial attributes (proxy_heartbeats.py). A trial just started has no heartbeat yet: it is
     given FIRST_HEARTBEAT_S to record one (without that wait, a worker could choose while
     another's last trial had just begun: two processes stored different choices)."""
-    first_heartbeat = _FirstHeartbeat()
+    live = _LiveTrials()
     while True:
         fail_stale_trials(study)
         if count_trials(study, (TrialState.WAITING,)):
             return True
         beating = count_trials(study, (TrialState.RUNNING,), heartbeating=True) > 0
-        silent = not beating and count_trials(study, (TrialState.RUNNING,)) > 0
-        if not first_heartbeat.awaited(silent) and not beating:
+        running = beating or count_trials(study, (TrialState.RUNNING,)) > 0
+        if not live.wait(running, beating):
             return False
         interrupt.check()  # Ctrl-C while waiting: nothing of this worker's is running
         time.sleep(SETTLE_POLL_S)
@@ -419,6 +432,7 @@ class _BudgetGuard:
     observer: RunObserver | None
     retries: int = 0
     consecutive_failures: int = 0
+    budget_claimed: bool = False  # the study was stopped because every slot is claimed
     last_error: str = ""
     sites: list[str] = field(default_factory=list)  # where each failure of the run happened
 
@@ -438,6 +452,7 @@ class _BudgetGuard:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         facts = records.TrialFacts.of(trial)
         if facts.over_budget:
+            self.budget_claimed = True
             study.stop()  # other workers hold the rest of the budget
             return
         if facts.twin_of is not None:
@@ -448,8 +463,11 @@ class _BudgetGuard:
             self._count_failure(trial)
         if self.observer is not None:
             self.observer.on_trial(study, trial)
-        if not retried and (_claimed(study) >= self.budget or self.stopped):
+        if not retried and _claimed(study) >= self.budget:
+            self.budget_claimed = True
             study.stop()  # the trials still running elsewhere finish the budget
+        elif not retried and self.stopped:
+            study.stop()
         interrupt.check()  # the trial is stored in full: a stop request ends the run here
 
     def _retried(self, study: optuna.Study, trial: FrozenTrial) -> bool:

@@ -350,10 +350,15 @@ def load_study(storage: str | Storage | None, name: str) -> optuna.Study:
     return study
 
 
+def _backend(study: optuna.Study):
+    """The study's storage behind Optuna's cache."""
+    return getattr(study._storage, "_backend", study._storage)
+
+
 def _ours(study: optuna.Study):
     """The study's storage when it is ours (SQL, or the heartbeating proxy client: both
     answer `count_trials` and `records_heartbeats`), else None."""
-    backend = getattr(study._storage, "_backend", study._storage)
+    backend = _backend(study)
     return backend if hasattr(backend, "records_heartbeats") else None
 
 
@@ -384,9 +389,8 @@ def fail_stale_trials(study: optuna.Study) -> None:
     each again once. Optuna does this only when a new trial starts; every run does it first,
     so a finished study is cleaned too. Unlike Optuna's check before each trial, this one
     always reads the database (lean_writes.py spaces those out)."""
-    backend = getattr(study._storage, "_backend", study._storage)
-    if hasattr(backend, "check_stale_next_time"):
-        backend.check_stale_next_time(study._study_id)
+    if hasattr(_backend(study), "check_stale_next_time"):
+        _backend(study).check_stale_next_time(study._study_id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

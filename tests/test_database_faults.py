@@ -145,7 +145,10 @@ def test_a_frozen_server_under_two_workers_loses_nothing(own_cluster, write_stud
     """Frozen 12 s mid-run: the calls blocked on it are cut after 3 s and retried until the
     server answers again; the run finishes with every report."""
     url, version, name = own_cluster
-    path = write_study("frozen", STUDY.replace("epochs: 30", "epochs: 20"))
+    # 8 trials: the two workers train side by side for longer than the half-second look of
+    # `_training` needs (with 4, a CI run saw no moment with both training in 180 s).
+    path = write_study("frozen", STUDY.replace("epochs: 30", "epochs: 20")
+                       .replace("trials: 4", "trials: 8"))
     command = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url,
                "--jobs", "2", "--devices", "cpu"]
     env = {**os.environ, "HPSEARCH_STORAGE_CALL_TIMEOUT_S": "3"}
@@ -161,7 +164,7 @@ def test_a_frozen_server_under_two_workers_loses_nothing(own_cluster, write_stud
     assert process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     trials = optuna.load_study(study_name="frozen", storage=url).get_trials()
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 8
     assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
     for trial in trials:
         if trial.state == TrialState.COMPLETE:

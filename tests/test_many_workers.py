@@ -383,3 +383,41 @@ def test_a_worker_whose_queued_step_another_worker_runs_a_copy_of_waits_for_that
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert trials[1].user_attrs[records.TWIN] == other.number
+
+
+def test_a_slot_another_worker_gives_up_after_this_one_stopped_is_filled_here(
+        tmp_path, monkeypatch):
+    """This worker stops once the budget is claimed, its last slot held by another worker's
+    trial; that trial then ends FAIL without a retry (a twin, a crash). The worker fills the
+    slot before it chooses: every worker of a phase chooses from the whole budget (a
+    `hpsearch protocol` process chose from a grid one point short)."""
+    from hpsearch import records, runner
+    from hpsearch.storage import open_storage
+
+    monkeypatch.setattr(runner, "SETTLE_POLL_S", 0.1)
+    (tmp_path / "quick.py").write_text(QUICK_FIT)
+    (tmp_path / "slot.yaml").write_text(STUDY.format(epochs=2, module="quick", trials=2))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'slot.db'}"
+    runner.run_study(tmp_path / "slot.yaml", trials=0, storage=url)  # creates the study
+    study = optuna.load_study(study_name="slot", storage=open_storage(url))
+    other = study.ask()  # another worker's trial, training, with heartbeats
+    other.suggest_float("lr", 1e-4, 1e-2, log=True)
+    other.set_user_attr(records.WORKER, "otherhost:1 cpu")
+    study._storage.record_heartbeat(other._trial_id)
+
+    def give_up_once_this_worker_waits():
+        while not any(t.state == TrialState.COMPLETE for t in study.get_trials()):
+            time.sleep(0.05)
+        time.sleep(0.5)  # this worker waits for the other's trial now
+        study.tell(other, state=TrialState.FAIL)
+
+    thread = threading.Thread(target=give_up_once_this_worker_waits)
+    thread.start()
+    try:
+        summary = runner.run_study(tmp_path / "slot.yaml", storage=url)
+    finally:
+        thread.join()
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.COMPLETE) == 2 and len(summary.new_trials) == 2
+    assert summary.choice is not None

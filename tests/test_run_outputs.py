@@ -53,6 +53,26 @@ def test_a_progress_front_end_hears_each_epoch_of_the_running_trial(tmp_path):
     assert all(0 <= acc <= 1 for *_, acc in heard.epochs)
 
 
+class StopAfter(Recorder):
+    """A front end that ends the run (as the benchmark's epoch budget does) after n trials."""
+
+    def __init__(self, trials):
+        super().__init__()
+        self.trials = trials
+
+    def on_trial(self, study, trial):
+        if len(study.trials) >= self.trials:
+            study.stop()
+
+
+def test_a_front_end_that_stops_the_study_ends_the_run_below_its_budget(tmp_path):
+    """The study's stop is final: the run does not start a new search to fill the budget
+    (that is for a slot another worker freed after this one stopped at the budget)."""
+    summary = hpsearch.run_study("lr_adam", storage=f"sqlite:///{tmp_path / 'x.db'}",
+                                 overrides={"epochs": 1}, trials=10**6, observer=StopAfter(2))
+    assert len(summary.new_trials) == 2
+
+
 def test_every_trial_records_what_reproduces_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'x.db'}"
     hpsearch.run_study("lr_adam", storage=url, overrides={"epochs": 2, "seed": 7}, trials=1)

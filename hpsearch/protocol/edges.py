@@ -13,11 +13,9 @@ already run and runs none again, and an interrupted step runs on the next run.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import records
@@ -25,6 +23,7 @@ from hpsearch.protocol.choice import choose
 from hpsearch.records import PhaseChoice, TrialFacts
 from hpsearch.spec._params import Edge, RefinedParam
 from hpsearch.spec._refine import MAX_EDGE_STEPS
+from hpsearch.storage import fail_stale_trials
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -42,7 +41,9 @@ def extend_at_edges(
     if axis is None or choice is None or not _grid_spent(study, spec):
         return choice
     if run is not None:
-        _fail_stale(study)
+        # A step left RUNNING by a killed run, stale by its heartbeat, is failed (and queued
+        # again) first, so it resumes instead of looking like another worker's.
+        fail_stale_trials(study)
     done = _steps_done(study)
     edge = _edge(axis, choice, done)
     if edge is None:
@@ -80,15 +81,6 @@ def _grid_spent(study: optuna.Study, spec) -> bool:
         if _step_of(t) is None and not TrialFacts.of(t).baseline
     }
     return len(points) >= spec.chosen_space().grid_size()
-
-
-def _fail_stale(study: optuna.Study) -> None:
-    """A step left RUNNING by a killed run, stale by its heartbeat, is failed (and queued
-    again by the storage's retry callback) first, so it resumes instead of looking like
-    another worker's."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)  # experimental since Optuna 2.9
-        optuna.storages.fail_stale_trials(study)
 
 
 def _steps_done(study: optuna.Study) -> list[FrozenTrial]:
