@@ -136,3 +136,21 @@ def test_a_heartbeat_is_one_statement_and_judged_as_optunas(storage_url, monkeyp
         assert rows.scalar_one() == 1
     storage.check_stale_next_time(study._study_id)  # checked a moment ago: read again
     assert storage._get_stale_trial_ids(study._study_id) == [trial._trial_id]
+
+
+@pytest.mark.postgres
+def test_postgresql_sessions_time_out_statements_and_commit_without_waiting_for_the_disk(
+        postgres_url):
+    """hpsearch's sessions: a 60 s statement timeout (a frozen server never hangs a worker)
+    and synchronous_commit off (a commit does not wait for the disk: SQLite's durability);
+    the URL's own `options` come last, so a user can turn durable commits back on."""
+    def settings(url: str) -> tuple[str, str]:
+        engine = open_storage(url).engine
+        with engine.connect() as connection:
+            return tuple(connection.exec_driver_sql(f"SHOW {name}").scalar_one()
+                         for name in ("statement_timeout", "synchronous_commit"))
+
+    assert settings(postgres_url) == ("1min", "off")
+    durable = sqlalchemy.engine.make_url(postgres_url).update_query_dict(
+        {"options": "-c synchronous_commit=on"}).render_as_string(hide_password=False)
+    assert settings(durable) == ("1min", "on")
