@@ -16,7 +16,10 @@ row shares one study. Printed per row: ms of storage per trial (wall time x work
 trials: the cost one worker pays), per epoch, and trials/s over all workers.
 
     python benchmarks/storage_overhead.py [--trials-per-worker 30] [--epochs 20]
-        [--postgres postgresql+psycopg://user:password@127.0.0.1:5432/postgres]
+        [--postgres postgresql+psycopg://user:password@127.0.0.1:5432/postgres] [--durable]
+
+--durable adds a third PostgreSQL arm: hpsearch with durable commits (the URL's
+`options=-c synchronous_commit=on`, which hpsearch's sessions turn off; hpsearch/storage.py).
 
 PostgreSQL rows run when --postgres (or $HPSEARCH_TEST_POSTGRES_URL) names a server where
 the user may create databases; each row gets a database of its own, dropped afterwards.
@@ -125,6 +128,11 @@ def _postgres_database(admin_url: str):
         hide_password=False), drop
 
 
+def _with_durable_commits(url: str) -> str:
+    return sqlalchemy.engine.make_url(url).update_query_dict(
+        {"options": "-c synchronous_commit=on"}).render_as_string(hide_password=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials-per-worker", type=int, default=30)
@@ -132,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--postgres-workers", type=int, nargs="+", default=[1, 2, 4, 16])
     parser.add_argument("--postgres", default=os.environ.get("HPSEARCH_TEST_POSTGRES_URL"))
+    parser.add_argument("--durable", action="store_true",
+                        help="PostgreSQL: also hpsearch with commits that wait for the disk")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     os.environ.setdefault("HPSEARCH_TORCH_THREADS", "1")
@@ -148,20 +158,24 @@ def main(argv: list[str] | None = None) -> None:
         for backend, worker_counts in backends:
             for workers in worker_counts:
                 seconds = {}
-                for arm in ("plain", "hpsearch"):
+                durable = backend == "PostgreSQL" and args.durable
+                for arm in ("plain", "hpsearch") + (("durable",) if durable else ()):
                     if backend == "SQLite":
                         url, drop = f"sqlite:///{folder / uuid.uuid4().hex}.db", (lambda: None)
                     else:
                         url, drop = _postgres_database(args.postgres)
+                    if arm == "durable":
+                        url = _with_durable_commits(url)
                     try:
-                        seconds[arm] = _row(arm, url, workers, args.trials_per_worker,
-                                            args.epochs, folder)
+                        seconds[arm] = _row("plain" if arm == "plain" else "hpsearch", url,
+                                            workers, args.trials_per_worker, args.epochs,
+                                            folder)
                     finally:
                         drop()
                     trials = workers * args.trials_per_worker
                     per_trial = seconds[arm] * workers / trials * 1000
-                    ratio = (f"{seconds['hpsearch'] / seconds['plain']:.2f}"
-                             if arm == "hpsearch" else "")
+                    ratio = (f"{seconds[arm] / seconds['plain']:.2f}"
+                             if arm != "plain" else "")
                     print(f"{backend:<12}{workers:>8}{arm:>10}{per_trial:>10.1f}"
                           f"{per_trial / args.epochs:>10.2f}{trials / seconds[arm]:>10.1f}"
                           f"{ratio:>16}", flush=True)
