@@ -78,12 +78,19 @@ def too_many_connections(text: str) -> bool:
     return "too many clients" in text or "too many connections" in text
 
 
-def is_transient(err: BaseException) -> bool:
+# Errors that only pass another on: Optuna wraps every SQLAlchemy error of a call, and a
+# session reused after its connection was lost (Optuna re-runs a failed read on the same
+# session, taking the error for a query too long) refuses with PendingRollbackError.
+WRAPPERS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.PendingRollbackError)
+
+
+def is_transient(err: BaseException | None) -> bool:
     """A lost or refused connection, not a problem in what was written."""
-    cause = err.__cause__ if isinstance(err, optuna.exceptions.StorageInternalError) else err
-    if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
+    while isinstance(err, WRAPPERS):
+        err = err.__cause__ or err.__context__
+    if isinstance(err, sqlalchemy.exc.DBAPIError) and err.connection_invalidated:
         return True
-    return isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+    return isinstance(err, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
 
 
 def retry_transient(call: Callable[[], Any], url: str) -> Any:

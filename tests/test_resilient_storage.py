@@ -44,6 +44,7 @@ def flaky(tmp_path, monkeypatch):
         if plan["left"] and re.search(plan["pattern"], statement):
             plan["left"] -= 1
             plan["failed"] += 1
+            conn.invalidate()  # as a lost connection does: the open transaction is void
             raise sqlalchemy.exc.OperationalError(statement, {}, ConnectionError("server closed"))
 
     def fail(pattern: str, times: int = 1) -> dict:
@@ -86,6 +87,19 @@ def test_reading_progress_survives_a_dropped_connection(flaky):
     assert len(reader.get_trials()) == 2
     assert reader.best_trial.number in (0, 1)
     assert plan["failed"] == 3
+
+
+def test_a_connection_lost_while_loading_a_trials_values_is_retried(flaky):
+    """Optuna takes an OperationalError in the middle of reading trials for a query too long
+    for the database and re-runs it on the same session, whose transaction the lost
+    connection voided: a PendingRollbackError, caused by the lost connection (CI, stop 18)."""
+    storage, fail = flaky
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    reader = optuna.load_study(study_name="s", storage=storage)
+    plan = fail(r"(?s)^SELECT .*FROM trial_params\b", times=1)
+    assert [t.params.keys() for t in reader.get_trials()] == [{"x"}, {"x"}]
+    assert plan["failed"] == 1
 
 
 @pytest.mark.parametrize("method", ["set_trial_state_values", "_set_trial_param"])
