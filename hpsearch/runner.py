@@ -49,7 +49,12 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # in a row at the same place (same exception type, same file and line) are the same bug:
 # the study stops at the second.
 MAX_CONSECUTIVE_FAILURES = 3
-# How often (s) a worker whose search is over looks whether the others' trials have ended.
+# How often (s) a worker whose search is over looks whether the others' trials have ended:
+# first after FIRST_SETTLE_POLL_S, then twice as long each time, up to SETTLE_POLL_S. The
+# others' last trials often end within milliseconds (the end of a phase, of a run); a fixed
+# 1 s poll idled each worker up to a second at every phase's end (storage_overhead.py's
+# 2-worker rows, 2026-12-06: 39-76 ms a trial from run to run, half of it this wait).
+FIRST_SETTLE_POLL_S = 0.05
 SETTLE_POLL_S = 1.0
 # A trial's first heartbeat is written just after the trial is stored (Optuna starts its
 # heartbeat thread once `ask` returns): milliseconds later, seconds when workers contend for
@@ -63,6 +68,13 @@ class _LiveTrials:
 
     def __init__(self) -> None:
         self.silent_since: float | None = None  # RUNNING trials, none with a heartbeat yet
+        self.next_pause_s = FIRST_SETTLE_POLL_S
+
+    def pause(self) -> None:
+        """Sleep before the next look, each pause twice the last, up to SETTLE_POLL_S."""
+        pause_s = min(self.next_pause_s, SETTLE_POLL_S)
+        time.sleep(pause_s)
+        self.next_pause_s = 2 * pause_s
 
     def wait(self, running: bool, beating: bool) -> bool:
         """While some trial's worker beats; while RUNNING trials have none yet, for
@@ -301,7 +313,7 @@ def _wait_for_other_worker(study: optuna.Study, user_attrs: dict[str, Any]) -> b
         if not live.wait(bool(running), any(records_heartbeats(study, t) for t in running)):
             break
         interrupt.check()  # Ctrl-C while waiting: nothing of this worker's is running
-        time.sleep(SETTLE_POLL_S)
+        live.pause()
         fail_stale_trials(study)  # a dead worker's trial: failed, and queued again once
     return _waiting(study, user_attrs)
 
@@ -389,7 +401,7 @@ def _others_left(study: optuna.Study) -> bool:
         if not live.wait(running, beating):
             return False
         interrupt.check()  # Ctrl-C while waiting: nothing of this worker's is running
-        time.sleep(SETTLE_POLL_S)
+        live.pause()
 
 
 def _search_until_stopped(study, objective, guard, summary: RunSummary) -> bool:

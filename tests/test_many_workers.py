@@ -321,6 +321,31 @@ def test_a_worker_done_with_its_slots_waits_for_a_trial_whose_first_heartbeat_is
         thread.join()
 
 
+@pytest.mark.parametrize("looks, pauses", [
+    (3, [0.05, 0.1, 0.2]),  # the end of a phase: the others' last trials end within ms
+    (8, [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]),  # a long trial: a look a second
+])
+def test_a_worker_done_with_its_slots_looks_again_soon_then_every_second(
+        tmp_path, monkeypatch, looks, pauses):
+    """A fixed 1 s poll idled every worker up to a second at each phase's end (half the
+    cost of a trial in storage_overhead.py's 2-worker rows). The other worker's trial ends
+    during the waiting worker's `looks`-th pause."""
+    from hpsearch import runner
+
+    study, other, trial = _study_with_a_silent_trial(tmp_path)
+    study._storage.record_heartbeat(trial._trial_id)
+    slept = []
+
+    def pause(seconds):
+        slept.append(seconds)
+        if len(slept) == looks:
+            other.tell(trial, 1.0)
+
+    monkeypatch.setattr(runner.time, "sleep", pause)
+    assert runner._others_left(study) is False
+    assert slept == pauses
+
+
 def test_a_worker_waits_for_a_grid_step_whose_first_heartbeat_is_on_its_way(
         tmp_path, monkeypatch):
     """The same for a step beyond a refine grid's edge another worker has just popped."""
