@@ -321,7 +321,7 @@ def test_the_protocol_runs_outside_the_repository_from_the_installed_phase_files
     done = hpsearch_command("protocol", "--to", "lr_adam", "--set", "epochs=4", cwd=project)
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.strip().splitlines()] == [
-        "setup", "lr_sgd", "lr_sgd_refine", "lr_adam"]
+        "setup", "lr_adam"]
 
 
 def test_your_studies_folder_overrides_a_phase_and_studies_says_where_each_comes_from(project):

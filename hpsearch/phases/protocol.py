@@ -20,19 +20,25 @@ from hpsearch.runner import RunObserver, RunSummary, run_study
 from hpsearch.spec import StudySpec, find_study_file, load_study_spec
 from hpsearch.storage import Storage, connect, load_study, study_name
 
-# PROTOCOL.md's order: setup, learning rate (explore then refine, SGD and Adam), model
-# (architecture, regularization, BatchNorm), micro-optimisation (optimizer, its options,
-# scheduler), the final configuration trained longer while its curves still rise, and the
-# test set once at the very end [000, 001, 004].
+# PROTOCOL.md's order: setup, learning rate (explore then refine), model (architecture,
+# regularization, BatchNorm), micro-optimisation (optimizer, its options, scheduler), the final
+# configuration trained longer while its curves still rise, and the test set once at the very
+# end [000, 001, 004]. The model phases start from Adam (it converges faster [000]), so Adam's
+# two LR steps run first. SGD's feed only phase 4's comparison of optimizers ("another
+# optimizer: redo the two LR steps" [000]; no phase inherits from them), so they run there,
+# just before `optimizer`: the model phases, where most of the gain is, start ~160 epochs
+# sooner. Measured from the stored trials of the three MNIST seeds (MLP space), the best
+# validation accuracy at 25% of the budget goes from 0.9549 to 0.9628 on the mean, the choice
+# unchanged (docs/results, README "Does the protocol pay off?").
 PHASES = (
     "setup",
-    "lr_sgd",
-    "lr_sgd_refine",
     "lr_adam",
     "lr_adam_refine",
     "architecture",
     "regularization",
     "batchnorm",
+    "lr_sgd",
+    "lr_sgd_refine",
     "optimizer",
     "optimizer_options",
     "scheduler",

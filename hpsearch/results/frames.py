@@ -25,9 +25,9 @@ from hpsearch.storage import Storage, connect, find_study, load_study, study_nam
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # PROTOCOL.md's order (phases/protocol.py runs them; here only their names are needed).
-PHASE_ORDER = ("setup", "lr_sgd", "lr_sgd_refine", "lr_adam", "lr_adam_refine", "architecture",
-               "regularization", "batchnorm", "optimizer", "optimizer_options", "scheduler",
-               "final", "test")
+PHASE_ORDER = ("setup", "lr_adam", "lr_adam_refine", "architecture", "regularization",
+               "batchnorm", "lr_sgd", "lr_sgd_refine", "optimizer", "optimizer_options",
+               "scheduler", "final", "test")
 
 
 def open_study(study: str, storage: str | Storage | None = None,

@@ -32,6 +32,8 @@ def test_the_lr_phases_start_from_the_augmentation_setup_kept(tmp_path):
         "(lr=0.001, augment=crop)")
     setup = optuna.load_study(study_name="setup", storage=url)
     assert setup.user_attrs["augmentation"].startswith("augmentation tried")
+    # SGD's LR steps run later in the protocol (just before `optimizer`), from setup too.
+    run_study("lr_sgd", storage=url, overrides=QUICK, studies_dir=folder)
     for phase in ("lr_sgd", "lr_adam"):
         inherited = optuna.load_study(study_name=phase, storage=url).user_attrs["inherited"]
         assert [source["study"] for source in inherited["from"]] == ["setup"]
