@@ -168,3 +168,18 @@ def test_postgresql_sessions_time_out_statements_and_commit_without_waiting_for_
     durable = sqlalchemy.engine.make_url(postgres_url).update_query_dict(
         {"options": "-c synchronous_commit=on"}).render_as_string(hide_password=False)
     assert settings(durable) == ("1min", "on")
+
+
+@pytest.mark.parametrize("query, own", [
+    ("", ""),
+    ("?options=-c%20synchronous_commit%3Don", " -c synchronous_commit=on"),
+    ("?options=-c%20a%3D1&options=-c%20b%3D2", " -c a=1 -c b=2"),  # given twice: both, in order
+])
+def test_a_urls_own_session_options_come_after_hpsearchs(query, own):
+    """libpq applies `-c` settings in order, the last one winning: the URL's own options
+    must follow hpsearch's for a user to turn one back (the server test above)."""
+    from hpsearch import storage
+
+    url = f"postgresql+psycopg://u:p@127.0.0.1:5432/db{query}"
+    assert storage._engine_kwargs(url)["connect_args"]["options"] == (
+        storage.PG_SESSION_OPTIONS + own)

@@ -21,13 +21,10 @@ from hpsearch.errors import UsageError
 from hpsearch.records import PhaseChoice, TestResult
 from hpsearch.spec import catalog, load_study_spec
 from hpsearch.spec.catalog import BUNDLED
+from hpsearch.spec.catalog import PHASES as PHASE_ORDER
 from hpsearch.storage import Storage, connect, find_study, load_study, study_name
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# PROTOCOL.md's order (phases/protocol.py runs them; here only their names are needed).
-PHASE_ORDER = ("setup", "lr_adam", "lr_adam_refine", "architecture", "regularization",
-               "batchnorm", "lr_sgd", "lr_sgd_refine", "optimizer", "optimizer_options",
-               "scheduler", "final", "test")
 
 
 def open_study(study: str, storage: str | Storage | None = None,
