@@ -7,6 +7,7 @@ and root (to act as the postgres user), as `.ci/run` has them; in CI it never sk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -23,12 +24,14 @@ from optuna.trial import TrialState
 
 from hpsearch import resilient_storage
 
+# 8 trials: the two workers train side by side for longer than a look of `_training` needs
+# (with 4, CI runs saw no moment with both training).
 STUDY = """\
 base: {dataset: digits, epochs: 30, batch_size: 64, width: 32}
 objective: {metric: val_acc}
 sampler: {name: random, seed: 0}
 pruner: {name: median, n_warmup_steps: 1}
-trials: 4
+trials: 8
 space:
   lr: {type: float, low: 1e-4, high: 1e-2, log: true}
 """
@@ -67,13 +70,18 @@ def own_cluster():
         subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True, timeout=120)
 
 
-def _training(url: str, count: int, timeout_s: float = 180, study: str = "blip") -> None:
+def _training(url: str, count: int, process: subprocess.Popen, timeout_s: float = 180,
+              study: str = "blip") -> None:
     """Until `count` trials are training. One storage for every look: a storage opened per
     look holds its connections until collected, and the test's own cluster filled up."""
     storage = optuna.storages.RDBStorage(url)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if process.poll() is not None:  # the run ended before the fault: say how
+                stdout, stderr = process.communicate()
+                pytest.fail(f"the run ended (exit {process.returncode}) before two trials "
+                            f"trained together:\n{stdout[-2000:]}\n{stderr[-3000:]}")
             try:
                 trials = optuna.load_study(study_name=study, storage=storage).get_trials()
             except KeyError:
@@ -83,10 +91,24 @@ def _training(url: str, count: int, timeout_s: float = 180, study: str = "blip")
             if sum(t.state == TrialState.RUNNING and "config" in t.user_attrs
                    for t in trials) >= count:
                 return
-            time.sleep(0.5)
+            time.sleep(0.2)
         pytest.fail("the workers did not start training")
     finally:
         storage.engine.dispose()
+
+
+@contextlib.contextmanager
+def _hpsearch_run(command: list[str], env: dict[str, str] | None = None):
+    """The run as a child process, killed at the end if a failed step left it running (a
+    leftover run would hold the test cluster's connections for the next test)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def test_a_postgresql_restart_under_two_workers_loses_nothing(own_cluster, write_study):
@@ -94,14 +116,14 @@ def test_a_postgresql_restart_under_two_workers_loses_nothing(own_cluster, write
     path = write_study("blip", STUDY)
     command = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url,
                "--jobs", "2", "--devices", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _training(url, 2)
-    _ctl(version, name, "restart")  # about 3 s without a server, mid-epoch for both workers
-    stdout, stderr = process.communicate(timeout=600)
+    with _hpsearch_run(command) as process:
+        _training(url, 2, process)
+        _ctl(version, name, "restart")  # about 3 s without a server, mid-epoch for both workers
+        stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     trials = optuna.load_study(study_name="blip", storage=url).get_trials()
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 4
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 8
     assert not any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
     for trial in trials:
         if trial.state == TrialState.COMPLETE:  # every epoch's report survived the restart
@@ -135,32 +157,41 @@ def _signal_cluster(version: str, name: str, signum: int) -> None:
     pid_file = f"/var/lib/postgresql/{version}/{name}/postmaster.pid"
     with open(pid_file) as lines:
         postmaster = int(lines.readline())
+    # The postmaster first: stopped, it starts no backend that the listing below would miss.
+    os.kill(postmaster, signum)
     children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
                               text=True).stdout.split()
-    for pid in [postmaster, *map(int, children)]:
-        os.kill(pid, signum)
+    for pid in map(int, children):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:  # a backend that ended after the listing: nothing to signal
+            pass
+
+
+@contextlib.contextmanager
+def _frozen(version: str, name: str):
+    """The cluster stopped for the block, and thawed after it whatever happens (a cluster
+    left stopped would hang every later test on it)."""
+    try:
+        _signal_cluster(version, name, signal.SIGSTOP)
+        yield
+    finally:
+        _signal_cluster(version, name, signal.SIGCONT)
 
 
 def test_a_frozen_server_under_two_workers_loses_nothing(own_cluster, write_study):
     """Frozen 12 s mid-run: the calls blocked on it are cut after 3 s and retried until the
     server answers again; the run finishes with every report."""
     url, version, name = own_cluster
-    # 8 trials: the two workers train side by side for longer than the half-second look of
-    # `_training` needs (with 4, a CI run saw no moment with both training in 180 s).
-    path = write_study("frozen", STUDY.replace("epochs: 30", "epochs: 20")
-                       .replace("trials: 4", "trials: 8"))
+    path = write_study("frozen", STUDY.replace("epochs: 30", "epochs: 20"))
     command = [sys.executable, "-m", "hpsearch", "run", "--study", str(path), "--storage", url,
                "--jobs", "2", "--devices", "cpu"]
     env = {**os.environ, "HPSEARCH_STORAGE_CALL_TIMEOUT_S": "3"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
-    _training(url, 2, study="frozen")
-    _signal_cluster(version, name, signal.SIGSTOP)
-    try:
-        time.sleep(12)
-    finally:
-        _signal_cluster(version, name, signal.SIGCONT)
-    stdout, stderr = process.communicate(timeout=600)
+    with _hpsearch_run(command, env) as process:
+        _training(url, 2, process, study="frozen")
+        with _frozen(version, name):
+            time.sleep(12)
+        stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     trials = optuna.load_study(study_name="frozen", storage=url).get_trials()
@@ -188,15 +219,12 @@ def test_a_server_frozen_for_good_ends_a_call_with_one_line(own_cluster, monkeyp
         except Exception as err:  # noqa: BLE001 - what the call ended with, checked below
             outcome.append(err)
 
-    _signal_cluster(version, name, signal.SIGSTOP)
-    try:
+    with _frozen(version, name):
         start = time.monotonic()
         caller = threading.Thread(target=call, daemon=True)
         caller.start()
         caller.join(timeout=60)
         elapsed = time.monotonic() - start
-    finally:
-        _signal_cluster(version, name, signal.SIGCONT)
     assert not caller.is_alive(), "the call still blocks on the frozen server"
     assert elapsed < 30
     (error,) = outcome
