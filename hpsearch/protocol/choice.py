@@ -11,7 +11,7 @@ from typing import Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
-from hpsearch.protocol.selection import Candidate, Criterion, keep_or_baseline, select
+from hpsearch.protocol.selection import Candidate, Criterion, select, select_over_baseline
 from hpsearch.records import PhaseChoice, TrialFacts, read_config, read_criteria
 
 
@@ -33,9 +33,11 @@ def choose(trials: Sequence[FrozenTrial], spec) -> PhaseChoice | None:
     if not pool:
         return None
     criteria = criteria_of(spec)
-    choice = select(pool, criteria)
     if spec.baseline:
-        choice = keep_or_baseline(choice, pool, criteria[0], spec.keep_tolerance)
+        choice = select_over_baseline(pool, criteria, spec.keep_tolerance,
+                                      spec.peak_kept_within)
+    else:
+        choice = select(pool, criteria)
     by_number = {t.number: t for t in trials}
     trial = by_number[choice.trial]
     return PhaseChoice(

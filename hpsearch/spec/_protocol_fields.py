@@ -90,6 +90,15 @@ def parse_eliminate(names: list[str], file: str, field: str = "eliminate") -> li
     return seen
 
 
+def parse_peak_kept_within(top: Any, file: str) -> float | None:
+    """`peak_kept_within` bounds what a technique may lose against the baseline trial, so it
+    needs one."""
+    if top.peak_kept_within is not None and not top.baseline:
+        raise SpecError(file, "peak_kept_within", "needs a baseline trial", top.peak_kept_within,
+                        "add `baseline: true`, or remove `peak_kept_within`")
+    return top.peak_kept_within
+
+
 def parse_follow(names: list[str], file: str, field: str = "follow") -> list[str]:
     """Settings whose top-level categorical follows the inherited value; each a setting."""
     for index, name in enumerate(names):

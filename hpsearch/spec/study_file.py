@@ -18,6 +18,8 @@ The protocol fields (PROTOCOL.md) say how the phase picks its winner:
     precondition: overfits                  none | overfits | sound
     baseline: true                          the inherited configuration runs unchanged
     keep_tolerance: 0.002                   a technique must beat the baseline by more
+    peak_kept_within: 0.002                 ...and keep its peak validation accuracy
+                                            (at most this far below the baseline's)
     follow: [optimizer]                     categoricals fixed to the inherited value:
                                             only that choice's branch is searched
     train_longer: {factor: 2, max_epochs: 80, patience: 10}
@@ -54,6 +56,7 @@ from hpsearch.spec._protocol_fields import (
     SelectionSpec,
     TrainLongerSpec,
     parse_eliminate,
+    parse_peak_kept_within,
     parse_follow,
     parse_precondition,
     parse_selection,
@@ -96,6 +99,7 @@ class _StudyFile(BaseModel):
     precondition: str = "none"
     baseline: bool = False
     keep_tolerance: float = Field(0.0, ge=0)
+    peak_kept_within: float | None = Field(None, ge=0)
     follow: list[str] = Field(default_factory=list)
     train_longer: Any = None
     few_images_per_class: int | None = Field(None, ge=1)
@@ -138,6 +142,9 @@ class StudySpec(BaseModel):
     precondition: str = "none"  # none | overfits | sound: when the phase applies
     baseline: bool = False  # the inherited configuration runs unchanged as a trial
     keep_tolerance: float = 0.0  # a technique must beat the baseline by more (criterion 1)
+    # ...and lose at most this much peak validation accuracy against it (None: no bound):
+    # "validation accuracy kept or improved", the BatchNorm phase's criterion 3 [000].
+    peak_kept_within: float | None = None
     # Categoricals not sampled but fixed to the inherited value, only its branch searched:
     # optimizer options are the chosen optimizer's options (PROTOCOL.md phase 4 [000]).
     follow: list[str] = Field(default_factory=list)
@@ -247,6 +254,7 @@ def _protocol_fields(top: _StudyFile, objective: ObjectiveSpec, file: str) -> di
         "precondition": parse_precondition(top.precondition, file),
         "baseline": top.baseline,
         "keep_tolerance": top.keep_tolerance,
+        "peak_kept_within": parse_peak_kept_within(top, file),
         "follow": parse_follow(top.follow, file),
         "train_longer": parse_train_longer(top.train_longer, file),
         "few_images_per_class": top.few_images_per_class,

@@ -177,3 +177,22 @@ def test_follow_names_must_be_settings():
     with pytest.raises(SpecError) as caught:
         parse_study_spec(load_yaml_text(text), "studies/s.yaml", "s")
     assert str(caught.value).startswith("studies/s.yaml: follow.0: unknown setting `optimiser`; fix: did you mean optimizer, optimizer_args?")
+
+
+def test_peak_kept_within_reads_as_written_and_defaults_to_no_bound():
+    assert spec(OBJECTIVE + SPACE).peak_kept_within is None
+    parsed = spec(OBJECTIVE + SPACE + "baseline: true\npeak_kept_within: 0.002\n")
+    assert parsed.peak_kept_within == 0.002
+
+
+def test_peak_kept_within_without_a_baseline_is_refused_with_the_fix():
+    with pytest.raises(SpecError) as raised:
+        spec(OBJECTIVE + SPACE + "peak_kept_within: 0.002\n")
+    message = str(raised.value)
+    assert "studies/s.yaml" in message and "peak_kept_within" in message
+    assert "needs a baseline trial" in message and "baseline: true" in message
+
+
+def test_a_negative_peak_kept_within_is_refused():
+    with pytest.raises(UsageError, match="peak_kept_within"):
+        spec(OBJECTIVE + SPACE + "baseline: true\npeak_kept_within: -0.1\n")

@@ -46,7 +46,7 @@ BAD_STUDIES = [
         OBJECTIVE + SPACE + "trails: 30\n",
         "trails: unknown key `trails`; fix: did you mean trials? use one of: description, "
         "phase, inherits, inherits_if_run, base, objective, eliminate, selection, precondition, "
-        "baseline, keep_tolerance, follow, train_longer, few_images_per_class, sampler, pruner, "
+        "baseline, keep_tolerance, peak_kept_within, follow, train_longer, few_images_per_class, sampler, pruner, "
         "trials, space, spaces, families",
     ),
     (
