@@ -194,20 +194,34 @@ def select_over_baseline(
     if len(earning) == 1:
         return _no_technique_earns(choice, candidates, baseline, main, gains, keep_tolerance,
                                    peak_kept_within)
-    earn = (f"{len(earning) - 1} of {len(candidates) - 1} techniques beat the baseline "
+    earn = (f"{len(earning) - 1} of {len(candidates) - 1} completed techniques beat the baseline "
             f"(trial {baseline.trial}) by more than {keep_tolerance:g} on {main.name}"
             + _peak_words(peak_kept_within, plural=True))
     choice.steps.insert(0, earn)
+    earn_words = (f"{len(earning) - 1} of {len(candidates) - 1} completed techniques improve the "
+                  f"{main.words()} of the baseline (trial {baseline.trial}) by more than "
+                  f"{_amount(main, keep_tolerance, signed=False)}"
+                  + ("" if peak_kept_within is None else
+                     f" and lose at most {peak_kept_within * 100:g} points of its peak"))
     if choice.trial == baseline.trial:
         choice.kept_baseline = True
         choice.reason = f"baseline kept: {choice.reason}"
-        choice.why = f"{earn}; among them and the baseline, {choice.why}; the baseline is kept"
+        choice.why = (f"{earn_words}; among them and the baseline, {choice.why}; the baseline "
+                      "is kept")
         return choice
     gain = gains[choice.trial]
     choice.reason += f"; beats the baseline (trial {baseline.trial}) by {gain:.4g}"
-    choice.why = (f"{earn}; among them and the baseline, {choice.why}; it beats the baseline "
-                  f"by {gain:.4g}")
+    choice.why = (f"{earn_words}; among them and the baseline, {choice.why}; it beats the "
+                  f"baseline by {_amount(main, gain)}")
     return choice
+
+
+def _amount(criterion: Criterion, gain: float, signed: bool = True) -> str:
+    """A gain in words: `+0.23 points` for an accuracy, `+0.00264` otherwise; unsigned, a
+    tolerance as written (`0.2 points`)."""
+    if not signed:
+        return f"{gain * 100:g} points" if criterion.accuracy else f"{gain:g}"
+    return f"{gain * 100:+.2f} points" if criterion.accuracy else f"{gain:+.3g}"
 
 
 PEAK = "best_val_acc"  # the peak validation accuracy, as `peak_kept_within` reads it
@@ -242,16 +256,16 @@ def _no_technique_earns(choice: Choice, candidates: Sequence[Candidate], baselin
                       f"{best.trial}, gains {gain:.4g} on {main.name} but loses {lost:.4g} "
                       f"{PEAK}, more than the {peak_kept_within:g} it may")
             why = (f"the technique that improves the {main.words()} most, trial {best.trial} "
-                   f"(by {gain:.4g}), loses {lost * 100:.2g} points of peak validation "
+                   f"(by {_amount(main, gain)}), loses {lost * 100:.2g} points of peak validation "
                    f"accuracy against the baseline (trial {baseline.trial}), more than "
-                   f"{peak_kept_within * 100:g}: the baseline is kept")
+                   f"{peak_kept_within * 100:g} points: the baseline is kept")
         else:
             reason = (f"baseline kept (trial {baseline.trial}): the best technique, trial "
                       f"{best.trial}, gains {gain:.4g} on {main.name}, not more than the "
                       f"tolerance {keep_tolerance:g}")
-            why = (f"no technique improves the {main.words()} by more than {keep_tolerance:g} "
-                   f"over the baseline (trial {baseline.trial}): the best, trial {best.trial}, "
-                   f"by {gain:.4g}; the baseline is kept")
+            why = (f"no technique improves the {main.words()} by more than "
+                   f"{_amount(main, keep_tolerance, signed=False)} over the baseline (trial {baseline.trial}): the best technique, trial "
+                   f"{best.trial}, moves it by {_amount(main, gain)}; the baseline is kept")
     step = (f"{main.name}: no technique beats the baseline by more than {keep_tolerance:g}"
             f"{_peak_words(peak_kept_within)}")
     return Choice(trial=baseline.trial, reason=reason, steps=[step], kept_baseline=True,

@@ -73,6 +73,9 @@ def test_technique_that_gains_too_little_keeps_the_baseline():
     assert choice.reason == ("baseline kept (trial 0): the best technique, trial 1, gains 0.002 "
                              "on best_val_acc, not more than the tolerance 0.005")
     assert [r["trial"] for r in choice.runners_up] == [1]
+    assert choice.why == ("no technique improves the best_val_acc by more than 0.005 over the "
+                          "baseline (trial 0): the best technique, trial 1, moves it by +0.002; "
+                          "the baseline is kept")
 
 
 def test_technique_that_beats_the_baseline_is_kept():
@@ -91,12 +94,14 @@ def test_a_tie_breaker_ranks_only_the_techniques_that_gain():
                   Candidate(7, {"best_val_acc": 0.8481, "overfitting_gap": 0.054}),
                   Candidate(11, {"best_val_acc": 0.8455, "overfitting_gap": 0.040})]
     assert select([*candidates], [ACC, GAP]).trial == 11  # the old rule's pick: gains nothing
-    choice = select_over_baseline(candidates, [ACC, GAP], keep_tolerance=0.002)
+    peak = Criterion("best_val_acc", "maximize", 0.005, "peak validation accuracy", accuracy=True)
+    choice = select_over_baseline(candidates, [peak, GAP], keep_tolerance=0.002)
     assert choice.trial == 7 and not choice.kept_baseline
-    assert choice.steps[0] == ("2 of 3 techniques beat the baseline (trial 0) by more than "
-                               "0.002 on best_val_acc")
-    assert choice.why.startswith("2 of 3 techniques beat the baseline")
-    assert choice.why.endswith("it beats the baseline by 0.0023")
+    assert choice.steps[0] == ("2 of 3 completed techniques beat the baseline (trial 0) by more "
+                               "than 0.002 on best_val_acc")
+    assert choice.why.startswith("2 of 3 completed techniques improve the peak validation "
+                                 "accuracy of the baseline (trial 0) by more than 0.2 points; ")
+    assert choice.why.endswith("it beats the baseline by +0.23 points")
     assert [r["trial"] for r in choice.runners_up] == [2, 0, 11]  # every other trial
 
 
@@ -138,7 +143,8 @@ def test_a_technique_more_stable_but_less_accurate_keeps_the_baseline():
     assert choice.reason == ("baseline kept (trial 0): the best technique, trial 1, gains "
                              "0.0026 on stability but loses 0.0045 best_val_acc, more than the "
                              "0.002 it may")
-    assert "loses 0.45 points of peak validation accuracy" in choice.why
+    assert choice.why.startswith("the technique that improves the stability most, trial 1 "
+                                 "(by +0.0026), loses 0.45 points of peak validation accuracy")
 
 
 def test_a_technique_within_the_peak_bound_still_wins_on_its_main_criterion():
@@ -148,7 +154,8 @@ def test_a_technique_within_the_peak_bound_still_wins_on_its_main_criterion():
     choice = select_over_baseline(candidates, [STABLE, ACC], keep_tolerance=0.0,
                                   peak_kept_within=0.002)
     assert choice.trial == 1 and not choice.kept_baseline  # 0.15 points lower: kept
-    assert choice.steps[0] == ("1 of 2 techniques beat the baseline (trial 0) by more than 0 on "
+    assert choice.steps[0] == ("1 of 2 completed techniques beat the baseline (trial 0) by more "
+                               "than 0 on "
                                "stability and keep their best_val_acc to within 0.002 of it")
 
 
