@@ -190,19 +190,19 @@ def select_over_baseline(
                if c.baseline or (gains[c.trial] > keep_tolerance
                                  and _keeps_peak(c, baseline, peak_kept_within))]
     choice = select(earning, criteria)
-    choice.runners_up = _runners_up([c for c in candidates if c.trial != choice.trial], criteria)
+    runners_up = _runners_up([c for c in candidates if c.trial != choice.trial], criteria)
     if len(earning) == 1:
-        return _no_technique_earns(choice, candidates, baseline, main, gains, keep_tolerance,
-                                   peak_kept_within)
-    earn = (f"{len(earning) - 1} of {len(candidates) - 1} completed techniques beat the baseline "
-            f"(trial {baseline.trial}) by more than {keep_tolerance:g} on {main.name}"
-            + _peak_words(peak_kept_within, plural=True))
-    choice.steps.insert(0, earn)
-    earn_words = (f"{len(earning) - 1} of {len(candidates) - 1} completed techniques improve the "
-                  f"{main.words()} of the baseline (trial {baseline.trial}) by more than "
-                  f"{_amount(main, keep_tolerance, signed=False)}"
+        return _no_technique_earns(candidates, baseline, main, gains, keep_tolerance,
+                                   peak_kept_within, runners_up)
+    techniques = f"{len(earning) - 1} of {len(candidates) - 1} completed techniques"
+    choice.steps.insert(0, f"{techniques} beat the baseline (trial {baseline.trial}) by more "
+                           f"than {keep_tolerance:g} on {main.name}"
+                           + _peak_words(peak_kept_within, plural=True))
+    earn_words = (f"{techniques} improve the {main.words()} of the baseline (trial "
+                  f"{baseline.trial}) by more than {_amount(main, keep_tolerance, signed=False)}"
                   + ("" if peak_kept_within is None else
                      f" and lose at most {peak_kept_within * 100:g} points of its peak"))
+    choice.runners_up = runners_up
     if choice.trial == baseline.trial:
         choice.kept_baseline = True
         choice.reason = f"baseline kept: {choice.reason}"
@@ -216,15 +216,15 @@ def select_over_baseline(
     return choice
 
 
+PEAK = "best_val_acc"  # the peak validation accuracy, as `peak_kept_within` reads it
+
+
 def _amount(criterion: Criterion, gain: float, signed: bool = True) -> str:
     """A gain in words: `+0.23 points` for an accuracy, `+0.00264` otherwise; unsigned, a
     tolerance as written (`0.2 points`)."""
     if not signed:
         return f"{gain * 100:g} points" if criterion.accuracy else f"{gain:g}"
     return f"{gain * 100:+.2f} points" if criterion.accuracy else f"{gain:+.3g}"
-
-
-PEAK = "best_val_acc"  # the peak validation accuracy, as `peak_kept_within` reads it
 
 
 def _keeps_peak(candidate: Candidate, baseline: Candidate, within: float | None) -> bool:
@@ -239,9 +239,9 @@ def _peak_words(within: float | None, plural: bool = False) -> str:
     return "" if within is None else f" and {keep} {PEAK} to within {within:g} of it"
 
 
-def _no_technique_earns(choice: Choice, candidates: Sequence[Candidate], baseline: Candidate,
-                        main: Criterion, gains: Mapping[int, float], keep_tolerance: float,
-                        peak_kept_within: float | None) -> Choice:
+def _no_technique_earns(candidates: Sequence[Candidate], baseline: Candidate, main: Criterion,
+                        gains: Mapping[int, float], keep_tolerance: float,
+                        peak_kept_within: float | None, runners_up: list[dict]) -> Choice:
     """The baseline kept, and why: no technique completed, the best one gained too little,
     or it gained but lost more peak accuracy than `peak_kept_within` allows."""
     techniques = [c for c in candidates if not c.baseline]
@@ -264,9 +264,10 @@ def _no_technique_earns(choice: Choice, candidates: Sequence[Candidate], baselin
                       f"{best.trial}, gains {gain:.4g} on {main.name}, not more than the "
                       f"tolerance {keep_tolerance:g}")
             why = (f"no technique improves the {main.words()} by more than "
-                   f"{_amount(main, keep_tolerance, signed=False)} over the baseline (trial {baseline.trial}): the best technique, trial "
-                   f"{best.trial}, moves it by {_amount(main, gain)}; the baseline is kept")
+                   f"{_amount(main, keep_tolerance, signed=False)} over the baseline (trial "
+                   f"{baseline.trial}): the best technique, trial {best.trial}, moves it by "
+                   f"{_amount(main, gain)}; the baseline is kept")
     step = (f"{main.name}: no technique beats the baseline by more than {keep_tolerance:g}"
             f"{_peak_words(peak_kept_within)}")
     return Choice(trial=baseline.trial, reason=reason, steps=[step], kept_baseline=True,
-                  runners_up=choice.runners_up, why=why)
+                  runners_up=runners_up, why=why)

@@ -26,13 +26,14 @@ BUNDLED = "installed"  # a phase file installed with hpsearch
 # list them), PROTOCOL.md's: setup, learning rate (explore then refine), model (architecture,
 # regularization, BatchNorm), micro-optimisation (optimizer, its options, scheduler), the
 # final configuration trained longer while its curves still rise, and the test set once at
-# the very end [000, 001, 004]. The model phases start from Adam (it converges faster [000]), so Adam's
-# two LR steps run first. SGD's feed only phase 4's comparison of optimizers ("another
-# optimizer: redo the two LR steps" [000]; no phase inherits from them), so they run there,
-# just before `optimizer`: the model phases, where most of the gain is, start ~160 epochs
-# sooner. Measured (three MNIST seeds, MLP space, benchmarks/search_quality.py): the best
-# validation accuracy at 25% of the budget went from 0.9549 to 0.9628 on the mean, every
-# choice unchanged (docs/results/mnist_mlp_sgd_lr_late_s*.json).
+# the very end [000, 001, 004]. The model phases start from Adam (it converges faster
+# [000]), so Adam's two LR steps run first. SGD's feed only phase 4's comparison of
+# optimizers ("another optimizer: redo the two LR steps" [000]; no phase inherits from
+# them), so they run there, just before `optimizer`: the model phases, where most of the
+# gain is, start ~160 epochs sooner. Measured (three MNIST seeds, MLP space,
+# benchmarks/search_quality.py): the best validation accuracy at 25% of the budget went
+# from 0.9549 to 0.9628 on the mean, every choice unchanged
+# (docs/results/mnist_mlp_sgd_lr_late_s*.json).
 PHASES = (
     "setup",
     "lr_adam",

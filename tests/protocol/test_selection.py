@@ -93,7 +93,7 @@ def test_a_tie_breaker_ranks_only_the_techniques_that_gain():
                   Candidate(2, {"best_val_acc": 0.8494, "overfitting_gap": 0.083}),
                   Candidate(7, {"best_val_acc": 0.8481, "overfitting_gap": 0.054}),
                   Candidate(11, {"best_val_acc": 0.8455, "overfitting_gap": 0.040})]
-    assert select([*candidates], [ACC, GAP]).trial == 11  # the old rule's pick: gains nothing
+    assert select(candidates, [ACC, GAP]).trial == 11  # the old rule's pick: gains nothing
     peak = Criterion("best_val_acc", "maximize", 0.005, "peak validation accuracy", accuracy=True)
     choice = select_over_baseline(candidates, [peak, GAP], keep_tolerance=0.002)
     assert choice.trial == 7 and not choice.kept_baseline
