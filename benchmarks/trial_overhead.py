@@ -3,9 +3,12 @@
 Same configuration, same process, side by side: N bare `train()` calls, then N trials of a
 study run by `run_study` into a fresh SQLite file (median pruner: a report and a pruning
 check every epoch, the history and criteria stored with each trial), the two arms
-alternating over a few rounds. Prints seconds per trial for both and the ratio.
+alternating over a few rounds. Prints seconds per trial for both and the overhead: the
+median of the rounds' ratios (each round's two arms ran back to back, so a machine that
+slows down for a while moves both; the mean of all rounds moved by 5 points from run to run
+on this shared 2-core machine).
 
-    python benchmarks/trial_overhead.py [--epochs 20] [--trials 10] [--rounds 3]
+    python benchmarks/trial_overhead.py [--epochs 20] [--trials 10] [--rounds 5]
     python benchmarks/trial_overhead.py --device cuda      # where a GPU epoch is milliseconds
     python benchmarks/trial_overhead.py --postgres postgresql+psycopg://USER:PASSWORD@HOST/postgres
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import sys
 import tempfile
 import time
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--trials", type=int, default=10, help="per arm and round")
-    parser.add_argument("--rounds", type=int, default=3, help="the arms alternate")
+    parser.add_argument("--rounds", type=int, default=5, help="the arms alternate")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
@@ -106,25 +110,27 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)  # both arms alike, and steadier on a shared machine
     settings = {"dataset": args.dataset, "epochs": args.epochs, "data_dir": args.data_dir,
                 "device": args.device}
-    bare = hpsearch = 0.0
+    rounds: list[tuple[float, float]] = []  # (train() alone, run_study) s/trial
     counter = StatementCount()
     url, drop = _postgres_database(args.postgres) if args.postgres else (None, None)
     try:
         with tempfile.TemporaryDirectory() as folder:
             study_seconds(settings, 1, Path(folder), url=url)  # warm-up
             for _ in range(args.rounds):  # alternating: a machine that slows down slows both
-                bare += bare_seconds(settings, args.trials) / args.rounds
-                hpsearch += study_seconds(settings, args.trials, Path(folder), counter,
-                                          url) / args.rounds
+                rounds.append((bare_seconds(settings, args.trials),
+                               study_seconds(settings, args.trials, Path(folder), counter, url)))
     finally:
         if drop is not None:
             drop()
+    bare, hpsearch = (statistics.fmean(arm) for arm in zip(*rounds))
+    ratios = [study / alone - 1 for alone, study in rounds]
     print(f"{args.dataset}, {args.epochs} epochs a trial, {args.rounds} rounds of "
           f"{args.trials} trials an arm, {resolve_device(args.device)}, "
           f"{'PostgreSQL' if url else 'SQLite'}")
     print(f"{'train() alone':<28}{bare:>8.3f} s/trial")
     print(f"{'run_study (Optuna, storage)':<28}{hpsearch:>8.3f} s/trial")
-    print(f"overhead: {hpsearch / bare - 1:+.0%}, "
+    print(f"overhead: {statistics.median(ratios):+.0%} (median of the rounds; "
+          f"{min(ratios):+.0%} to {max(ratios):+.0%}), "
           f"{(hpsearch - bare) / args.epochs * 1000:.2f} ms an epoch")
     print(f"SQL statements: {counter.statements / (args.rounds * args.trials):.1f} a trial "
           "(the run's own start and end included)")

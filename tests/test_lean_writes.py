@@ -79,6 +79,34 @@ def test_finished_and_missing_trials_are_refused_as_optuna_refuses_them(storage_
     assert len(optuna.storages.RDBStorage(storage_url).get_all_trials(study._study_id)) == 1
 
 
+def test_a_flush_of_reports_is_three_statements_stored_as_optuna_stores_them(storage_url):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    sent = _statements(storage)
+    storage.write_reports(trial._trial_id, {1: 0.25, 2: math.inf},
+                          {"history": [{"epoch": 1}], "key": (1, 2)})
+    assert sent == ["SELECT", "INSERT", "INSERT"]  # the trial's state, values, attributes
+    sent[:] = []
+    storage.write_reports(trial._trial_id, {2: 0.5, 3: 0.75}, {"key": "again"})  # 2: stored
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    assert stored.intermediate_values == {1: 0.25, 2: 0.5, 3: 0.75}
+    assert stored.user_attrs == {"history": [{"epoch": 1}], "key": "again"}
+
+
+def test_a_flush_for_a_finished_or_missing_trial_is_refused_and_stores_nothing(storage_url):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    done = study.ask()
+    study.tell(done, 0.5)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.write_reports(done._trial_id, {1: 0.25}, {"late": True})
+    with pytest.raises(KeyError):
+        storage.write_reports(done._trial_id + 1, {1: 0.25}, {"late": True})
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(done._trial_id)
+    assert (stored.intermediate_values, stored.user_attrs) == ({}, {})
+
+
 def test_a_queued_trial_and_a_second_value_take_optunas_path(storage_url):
     """A WAITING trial finished without running, and a trial whose value is stored already
     (a retry): Optuna's ORM path handles both as it always did."""
