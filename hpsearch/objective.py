@@ -23,7 +23,7 @@ from hpsearch.config import RUNTIME_ONLY_KEYS, TrainConfig, resolve_config
 from hpsearch.errors import HpsearchError, TrainingError, UserCodeError
 from hpsearch.metrics import METRICS, metric_value, require_metric
 from hpsearch.protocol.criteria import all_criteria
-from hpsearch.reports import AttributeBatch, EpochReports
+from hpsearch.reports import AttributeBatch, EpochReports, params_held
 from hpsearch.spec import StudySpec
 from hpsearch.storage import count_trials
 from hpsearch.train import Diverged, load_data, train
@@ -214,13 +214,14 @@ class StudyObjective:
         return TrialCrashed(f"trial {trial.number} failed: {message}", site)
 
     def _run(self, trial: optuna.trial.Trial) -> float | list[float]:
-        config = self.config_for(self._sampled(trial))
-        start = AttributeBatch(trial)  # one transaction: stored before the twin check reads
-        records.write_config(start, config.to_dict())
-        records.write_fact(start, records.WORKER, f"{socket.gethostname()}:{os.getpid()} "
-                                                  f"{self.device}")
-        records.write_reproduction(start, reproduction(config, self.device))
-        start.write()
+        with params_held(trial):  # the parameters and start facts: one transaction
+            config = self.config_for(self._sampled(trial))
+            start = AttributeBatch(trial)  # stored before the twin check reads
+            records.write_config(start, config.to_dict())
+            records.write_fact(start, records.WORKER, f"{socket.gethostname()}:{os.getpid()} "
+                                                      f"{self.device}")
+            records.write_reproduction(start, reproduction(config, self.device))
+            start.write()
         trials = trial.study.get_trials(deepcopy=False)  # one read for both checks below
         twin = (_running_twin(trial, trials) if self.twins_in_a_row < MAX_TWINS_IN_A_ROW
                 else None)

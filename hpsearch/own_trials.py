@@ -89,6 +89,12 @@ class OwnTrialsRDBStorage(LeanWritesRDBStorage):
                          previous_distribution: BaseDistribution | None) -> None:
         super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
                                  previous_distribution)
+        self.param_set(trial_id, param_name, param_value_internal, distribution)
+
+    def param_set(self, trial_id: int, param_name: str, param_value_internal: float,
+                  distribution: BaseDistribution) -> None:
+        """Record a parameter the database has stored (or will store with the trial's next
+        flush, resilient_storage.ResilientRDBStorage.params_held)."""
         def apply(trial: FrozenTrial) -> None:
             trial._params[param_name] = distribution.to_external_repr(param_value_internal)
             trial._distributions[param_name] = distribution

@@ -19,10 +19,11 @@ Here:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import time
-from typing import Any
+from typing import Any, ContextManager
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -122,9 +123,10 @@ class AttributeBatch:
 
 def write_now(trial: optuna.trial.Trial, values: dict[int, float],
               attrs: dict[str, Any]) -> None:
-    """Reports and user attributes of a running trial, in one transaction on our SQL storage."""
-    backend = getattr(trial.study._storage, "_backend", trial.study._storage)
-    if isinstance(backend, ResilientRDBStorage):
+    """Reports and user attributes of a running trial, in one transaction on our SQL storage
+    (with the parameters `params_held` kept)."""
+    backend = _bulk_storage(trial)
+    if backend is not None:
         backend.write_reports(trial._trial_id, values, attrs)
         return
     storage = trial.study._storage  # another back end (in memory, a proxy): one by one
@@ -132,6 +134,20 @@ def write_now(trial: optuna.trial.Trial, values: dict[int, float],
         storage.set_trial_intermediate_value(trial._trial_id, step, value)
     for key, value in attrs.items():
         storage.set_trial_user_attr(trial._trial_id, key, value)
+
+
+def params_held(trial: optuna.trial.Trial) -> ContextManager[None]:
+    """While entered, the parameters the trial samples are stored with its next write
+    (`AttributeBatch.write`), in one transaction, not one each (ResilientRDBStorage)."""
+    backend = _bulk_storage(trial)
+    return (backend.params_held(trial._trial_id) if backend is not None
+            else contextlib.nullcontext())
+
+
+def _bulk_storage(trial: optuna.trial.Trial) -> ResilientRDBStorage | None:
+    """Our SQL storage behind the trial's study, or None (in memory, a proxy's client)."""
+    backend = getattr(trial.study._storage, "_backend", trial.study._storage)
+    return backend if isinstance(backend, ResilientRDBStorage) else None
 
 
 class _FinishedTrials:

@@ -24,10 +24,11 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import optuna
 import sqlalchemy
+from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models as _models
 from optuna.storages._rdb import storage as _rdb
 from optuna.trial import TrialState
@@ -221,6 +222,7 @@ def _intermediate(trial_id: int, step: int, value: float) -> dict[str, Any]:
 
 
 _TRIALS = _models.TrialModel.__table__
+_PARAMS = _models.TrialParamModel.__table__
 # The dialects whose INSERT ... ON CONFLICT DO UPDATE stores many attributes in one statement.
 _UPSERTS = {"sqlite": _sqlite.insert, "postgresql": _postgresql.insert}
 
@@ -244,18 +246,73 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
 
     watchdog: CallWatchdog | None = None  # PostgreSQL: storage.open_storage sets one
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: dict[int, list[tuple[str, float, Any]]] = {}  # trial id -> its params
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_held", None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._held = {}
+
+    @contextlib.contextmanager
+    def params_held(self, trial_id: int) -> Iterator[None]:
+        """While entered, the trial's parameters are kept here and stored by its next
+        `write_reports`, in that one transaction, instead of one transaction each (Optuna
+        stores each as it is sampled). The objective samples a trial's parameters, then
+        writes its start facts at once: nothing reads the trial from the database between
+        the two (its twin check comes after), so no reader sees it without its parameters.
+        A parameter whose earlier distribution this process has not seen goes Optuna's way
+        at once (it reads that distribution). Whatever is still held on leaving (sampling
+        raised before the write) is stored then, one by one."""
+        if not self._lean:
+            yield
+            return
+        self._held[trial_id] = []
+        try:
+            yield
+        finally:
+            self._store_one_by_one(trial_id, self._held.pop(trial_id, []))
+
+    def _store_one_by_one(self, trial_id: int, params: list[tuple[str, float, Any]]) -> None:
+        """Held parameters stored as they would have been without holding."""
+        for name, value, distribution in params:
+            store = functools.partial(super()._set_trial_param, trial_id, name, value,
+                                      distribution, distribution)
+            retry_transient(store, self.url)
+
+    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                         distribution: BaseDistribution,
+                         previous_distribution: BaseDistribution | None) -> None:
+        held = self._held.get(trial_id)
+        if held is None or previous_distribution is None:
+            super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
+                                     previous_distribution)
+            return
+        optuna.distributions.check_distribution_compatibility(previous_distribution,
+                                                              distribution)
+        held.append((param_name, param_value_internal, distribution))
+        self.param_set(trial_id, param_name, param_value_internal, distribution)
+
     def write_reports(self, trial_id: int, values: dict[int, float],
                       user_attrs: dict[str, Any]) -> None:
         """Intermediate values (step -> value, steps not stored yet) and user attributes of a
-        running trial, in one transaction: all of them are stored, or none (a blip retries
-        the whole; a retry after a commit that landed meets the steps' unique key and is
-        done). A step stored before falls back to Optuna's one-by-one upserts."""
+        running trial, and the parameters held for it (`params_held`), in one transaction:
+        all of them are stored, or none (a blip retries the whole; a retry after a commit
+        that landed meets the steps' unique key and is done). A step stored before falls
+        back to Optuna's one-by-one upserts."""
+        params = list(self._held.get(trial_id, []))  # kept until stored: a retry has them
         try:
             if self._lean:
-                self._write_reports_lean(trial_id, values, user_attrs)
+                self._write_reports_lean(trial_id, params, values, user_attrs)
             else:
                 self._write_reports_orm(trial_id, values, user_attrs)
         except sqlalchemy.exc.IntegrityError:
+            self._store_one_by_one(trial_id, params)
             with _rdb._create_scoped_session(self.scoped_session, True) as session:
                 for step, value in values.items():
                     self._set_trial_intermediate_value_without_commit(session, trial_id, step,
@@ -263,10 +320,11 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
                 for key, value in user_attrs.items():
                     self._set_trial_attr_without_commit(
                         session, _models.TrialUserAttributeModel, trial_id, key, value)
+        del self._held.get(trial_id, [])[:len(params)]
         self.reported(trial_id, values, user_attrs)
 
-    def _write_reports_lean(self, trial_id: int, values: dict[int, float],
-                            user_attrs: dict[str, Any]) -> None:
+    def _write_reports_lean(self, trial_id: int, params: list[tuple[str, float, Any]],
+                            values: dict[int, float], user_attrs: dict[str, Any]) -> None:
         """SQLAlchemy Core, no ORM session: the trial's state read as one column, then one
         executemany per table (an ORM session and the trial's object took half the time of
         a 20-epoch trial's last flush, benchmarks/trial_overhead.py)."""
@@ -277,6 +335,11 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
             if found is None:
                 raise KeyError(_models.NOT_FOUND_MSG)
             self.check_trial_is_updatable(trial_id, TrialState(found))
+            if params:
+                connection.execute(sqlalchemy.insert(_PARAMS), [
+                    {"trial_id": trial_id, "param_name": name, "param_value": value,
+                     "distribution_json": optuna.distributions.distribution_to_json(dist)}
+                    for name, value, dist in params])
             if values:
                 connection.execute(sqlalchemy.insert(_models.TrialIntermediateValueModel),
                                    [_intermediate(trial_id, s, v) for s, v in values.items()])

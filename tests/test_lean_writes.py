@@ -26,9 +26,7 @@ def _statements(storage) -> list[str]:
 
 def _trial_with_params(study):
     trial = study.ask()
-    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
-    trial.suggest_int("depth", 1, 4)
-    trial.suggest_categorical("norm", ["none", "batch", None])
+    _suggest_all(trial)
     return trial
 
 
@@ -105,6 +103,48 @@ def test_a_flush_for_a_finished_or_missing_trial_is_refused_and_stores_nothing(s
         storage.write_reports(done._trial_id + 1, {1: 0.25}, {"late": True})
     stored = optuna.storages.RDBStorage(storage_url).get_trial(done._trial_id)
     assert (stored.intermediate_values, stored.user_attrs) == ({}, {})
+
+
+def test_held_parameters_are_stored_with_the_next_flush_in_its_transaction(storage_url):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    study.tell(_trial_with_params(study), 0.5)  # the distributions known from now on
+    trial = study.ask()
+    sent = _statements(storage)
+    with storage.params_held(trial._trial_id):
+        _suggest_all(trial)
+        assert "INSERT" not in sent and trial.params["depth"] in range(1, 5)  # the sampler reads
+        sent[:] = []
+        storage.write_reports(trial._trial_id, {}, {"config": {"depth": 2}})
+        assert sent == ["SELECT", "INSERT", "INSERT"]  # the state, the params, the attribute
+    assert len(sent) == 3  # nothing left to store on leaving
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    assert (stored.params, stored.distributions) == (trial.params, trial.distributions)
+    assert study._storage.get_trial(trial._trial_id).params == trial.params  # own memory
+
+
+def test_held_parameters_never_flushed_are_stored_on_leaving(storage_url):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    first = study.ask()
+    with pytest.raises(RuntimeError), storage.params_held(first._trial_id):
+        first.suggest_float("lr", 1e-4, 1e-1, log=True)  # first seen: stored at once
+        sent = _statements(storage)
+        first.suggest_int("depth", 1, 4)  # first seen too
+        assert sent != []
+        raise RuntimeError("the user's space raised while sampling")
+    study.tell(first, 0.5)
+    second = study.ask()
+    with storage.params_held(second._trial_id):
+        _suggest_all(second)
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(second._trial_id)
+    assert stored.params == second.params and set(stored.params) == {"lr", "depth", "norm"}
+
+
+def _suggest_all(trial):
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    trial.suggest_int("depth", 1, 4)
+    trial.suggest_categorical("norm", ["none", "batch", None])
 
 
 def test_a_queued_trial_and_a_second_value_take_optunas_path(storage_url):
