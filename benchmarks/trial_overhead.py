@@ -8,7 +8,7 @@ median of the rounds' ratios (each round's two arms ran back to back, so a machi
 slows down for a while moves both; the mean of all rounds moved by 5 points from run to run
 on this shared 2-core machine).
 
-    python benchmarks/trial_overhead.py [--epochs 20] [--trials 10] [--rounds 5]
+    python benchmarks/trial_overhead.py [--epochs 20] [--trials 10] [--rounds 10]
     python benchmarks/trial_overhead.py --device cuda      # where a GPU epoch is milliseconds
     python benchmarks/trial_overhead.py --postgres postgresql+psycopg://USER:PASSWORD@HOST/postgres
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--trials", type=int, default=10, help="per arm and round")
-    parser.add_argument("--rounds", type=int, default=5, help="the arms alternate")
+    parser.add_argument("--rounds", type=int, default=10, help="the arms alternate")
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
