@@ -335,8 +335,12 @@ def test_a_worker_done_with_its_slots_looks_again_soon_then_every_second(
     study, other, trial = _study_with_a_silent_trial(tmp_path)
     study._storage.record_heartbeat(trial._trial_id)
     slept = []
+    sleep = time.sleep
 
     def pause(seconds):
+        if threading.current_thread() is not threading.main_thread():
+            return sleep(seconds)  # `time.sleep` is patched for every thread: a storage
+            # watchdog left by an earlier PostgreSQL test sleeps in its own thread
         slept.append(seconds)
         if len(slept) == looks:
             other.tell(trial, 1.0)
