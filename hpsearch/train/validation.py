@@ -14,7 +14,6 @@ the same images differ by less, since the images' difficulty cancels.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
@@ -72,7 +71,7 @@ class PeakKeeper:
         if self._best is None or score > self._best:
             self._best, self.epoch = score, epoch
             if self.keep_weights:
-                self.state = weights_copy(model)
+                self.state = copy.deepcopy(model.state_dict())
 
     def stale_for(self, epoch: int) -> int:
         """Epochs since the peak (all of them before any finite value)."""
@@ -80,14 +79,6 @@ class PeakKeeper:
 
     def restore_into(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Load the peak weights into `model`; return the weights it had, to load back."""
-        current = weights_copy(model)
+        current = copy.deepcopy(model.state_dict())
         model.load_state_dict(self.state)
         return current
-
-
-def weights_copy(model: nn.Module) -> dict[str, Any]:
-    """A copy of the model's state dict, on its device: tensors cloned (a fifth of
-    `copy.deepcopy`'s time, 34 us against 176 us for the reference MLP; a trial copies at
-    every new peak), anything else (a module's extra state) deep-copied."""
-    return {name: value.detach().clone() if isinstance(value, torch.Tensor)
-            else copy.deepcopy(value) for name, value in model.state_dict().items()}
