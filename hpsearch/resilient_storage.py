@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql as _postgresql
 from sqlalchemy.dialects import sqlite as _sqlite
 
 from hpsearch.errors import StorageError
+from hpsearch.lean_writes import _PARAMS, _TRIALS
 from hpsearch.own_trials import OwnTrialsRDBStorage
 
 # How long (s) a storage call keeps retrying: a restart takes ~3 s, a failover ~30 s.
@@ -221,8 +222,6 @@ def _intermediate(trial_id: int, step: int, value: float) -> dict[str, Any]:
             "intermediate_value_type": kind}
 
 
-_TRIALS = _models.TrialModel.__table__
-_PARAMS = _models.TrialParamModel.__table__
 # The dialects whose INSERT ... ON CONFLICT DO UPDATE stores many attributes in one statement.
 _UPSERTS = {"sqlite": _sqlite.insert, "postgresql": _postgresql.insert}
 
@@ -343,8 +342,10 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
             if values:
                 connection.execute(sqlalchemy.insert(_models.TrialIntermediateValueModel),
                                    [_intermediate(trial_id, s, v) for s, v in values.items()])
-            if user_attrs:
-                connection.execute(*self._attrs_upsert(trial_id, user_attrs))
+            if user_attrs:  # every attribute in one upsert (Optuna: a read and a write each)
+                connection.execute(_attrs_upsert_statement(self.engine.name), [
+                    {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+                    for key, value in user_attrs.items()])
 
     def _write_reports_orm(self, trial_id: int, values: dict[int, float],
                            user_attrs: dict[str, Any]) -> None:
@@ -359,26 +360,18 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
                 self._set_trial_attr_without_commit(
                     session, _models.TrialUserAttributeModel, trial_id, key, value)
 
-    def _attrs_upsert(self, trial_id: int, user_attrs: dict[str, Any]) -> tuple[Any, list]:
-        """Every attribute in one statement, the upsert of a lean dialect (Optuna sends a
-        read and a write for each): (statement, rows) for `execute`."""
-        return (_attrs_upsert_statement(self.engine.name),
-                [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                 for key, value in user_attrs.items()])
-
     def count_trials(self, study_id: int, states: tuple[TrialState, ...],
                      number_below: int | None = None, heartbeating: bool = False) -> int:
         """How many trials of the study are in `states` (and numbered below `number_below`;
         with `heartbeating`, only those whose worker records heartbeats, which can be told
         dead): one number read instead of every trial with its history."""
-        trials = _models.TrialModel.__table__
-        count = (sqlalchemy.select(sqlalchemy.func.count()).select_from(trials)
-                 .where(trials.c.study_id == study_id, trials.c.state.in_(states)))
+        count = (sqlalchemy.select(sqlalchemy.func.count()).select_from(_TRIALS)
+                 .where(_TRIALS.c.study_id == study_id, _TRIALS.c.state.in_(states)))
         if number_below is not None:
-            count = count.where(trials.c.number < number_below)
+            count = count.where(_TRIALS.c.number < number_below)
         if heartbeating:
             beats = _models.TrialHeartbeatModel.__table__
-            count = count.where(trials.c.trial_id.in_(sqlalchemy.select(beats.c.trial_id)))
+            count = count.where(_TRIALS.c.trial_id.in_(sqlalchemy.select(beats.c.trial_id)))
         with self.engine.connect() as connection:  # no ORM session: a third of the time
             return connection.execute(count).scalar_one()
 

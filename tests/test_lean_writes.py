@@ -123,6 +123,23 @@ def test_held_parameters_are_stored_with_the_next_flush_in_its_transaction(stora
     assert study._storage.get_trial(trial._trial_id).params == trial.params  # own memory
 
 
+def test_held_parameters_are_stored_when_the_flush_falls_back_to_optunas_path(storage_url):
+    """A step stored before makes the flush's insert fail whole: the held parameters are
+    stored one by one with the reports, none lost, none twice."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    study.tell(_trial_with_params(study), 0.5)
+    trial = study.ask()
+    storage.write_reports(trial._trial_id, {1: 0.25}, {})
+    with storage.params_held(trial._trial_id):
+        _suggest_all(trial)
+        storage.write_reports(trial._trial_id, {1: 0.5, 2: 0.75}, {"start": True})
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    assert (stored.params, stored.distributions) == (trial.params, trial.distributions)
+    assert stored.intermediate_values == {1: 0.5, 2: 0.75}
+    assert stored.user_attrs == {"start": True}
+
+
 def test_held_parameters_never_flushed_are_stored_on_leaving(storage_url):
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage)
