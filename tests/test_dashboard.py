@@ -123,7 +123,20 @@ def test_the_dashboard_shows_the_protocol_choice_where_a_person_looks_first(tiny
     assert artifact["filename"] == f"architecture@t-trial-{choice['trial']}.pt"
 
 
-def test_the_baseline_and_a_skipped_phase_read_as_such(tiny_protocol):
+NOTHING_TO_SEARCH = """\
+description: normalisation for the CNN only
+phase: batchnorm
+base: {dataset: digits, epochs: 2, model: mlp}
+objective: {metric: best_val_acc}
+sampler: {name: grid}
+pruner: {name: none}
+spaces:
+  cnn:
+    conv_norm: {choices: [batch]}
+"""
+
+
+def test_the_baseline_reads_as_such(tiny_protocol):
     from hpsearch.dashboard import app
 
     served = app(tiny_protocol)
@@ -131,16 +144,23 @@ def test_the_baseline_and_a_skipped_phase_read_as_such(tiny_protocol):
     (baseline,) = [t for t in batchnorm["trials"]
                    if {"key": "baseline", "value": "True"} in t["user_attrs"]]
     assert "**Baseline**: the configuration this phase inherited" in baseline["note"]["body"]
-    skipped = [s.study_name for s in optuna.get_all_study_summaries(tiny_protocol)
-               if optuna.load_study(study_name=s.study_name, storage=tiny_protocol)
-               .user_attrs.get("selection", {}).get("skipped")]
-    assert skipped  # digits at 3 epochs: the optimizer phase and `final` do not apply
-    for name in skipped:
-        note = study_detail(served, name)["note"]["body"]
-        reason = optuna.load_study(study_name=name, storage=tiny_protocol).user_attrs[
-            "selection"]["reason"]
-        assert "**Skipped**" in note and reason.removeprefix("skipped: ")[:40] in note, note
-        assert "**Chosen" not in note
+
+
+def test_a_skipped_phase_reads_as_such(write_study, studies_dir, tmp_path):
+    """A phase with no space for the model (the MLP here) is skipped, whatever the curves:
+    its note gives the stored reason and no choice."""
+    from hpsearch.dashboard import app
+
+    write_study("cnn_norm", NOTHING_TO_SEARCH)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    summary = hpsearch.run_study("cnn_norm", storage=url, studies_dir=studies_dir)
+    assert summary.skipped
+    reason = optuna.load_study(study_name="cnn_norm", storage=url).user_attrs[
+        "selection"]["reason"]
+    assert reason == f"skipped: {summary.skipped}"
+    note = study_detail(app(url), "cnn_norm")["note"]["body"]
+    assert "**Skipped**" in note and "no search space for model family `mlp`" in note, note
+    assert "**Chosen" not in note
 
 
 def test_dashboard_command_serves_the_notes(tiny_protocol):
