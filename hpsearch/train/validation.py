@@ -71,7 +71,22 @@ class PeakKeeper:
         if self._best is None or score > self._best:
             self._best, self.epoch = score, epoch
             if self.keep_weights:
-                self.state = copy.deepcopy(model.state_dict())
+                self._keep(model.state_dict())
+
+    def _keep(self, current: dict) -> None:
+        """Copy `current` into the buffers of the first copy: a new peak comes most epochs,
+        and reusing the buffers spares an allocation of the whole model each time (memory
+        the allocator hands back and faults in again for large tensors)."""
+        if self.state is None or self.state.keys() != current.keys():
+            self.state = copy.deepcopy(current)
+            return
+        with torch.no_grad():
+            for name, value in current.items():
+                kept = self.state[name]
+                if _same_layout(kept, value):
+                    kept.copy_(value)
+                else:  # an extra state object, or a tensor that changed shape, type or device
+                    self.state[name] = copy.deepcopy(value)
 
     def stale_for(self, epoch: int) -> int:
         """Epochs since the peak (all of them before any finite value)."""
@@ -82,3 +97,9 @@ class PeakKeeper:
         current = copy.deepcopy(model.state_dict())
         model.load_state_dict(self.state)
         return current
+
+
+def _same_layout(kept, value) -> bool:
+    return (isinstance(value, torch.Tensor) and isinstance(kept, torch.Tensor)
+            and kept.shape == value.shape and kept.dtype == value.dtype
+            and kept.device == value.device)

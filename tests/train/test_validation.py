@@ -10,7 +10,7 @@ from hpsearch.errors import ConfigError
 from hpsearch.metrics import metric_value
 from hpsearch.protocol import criteria
 from hpsearch.train import TensorSplit, evaluate, fit, load_data
-from hpsearch.train.validation import validation_subset
+from hpsearch.train.validation import PeakKeeper, validation_subset
 
 CPU = torch.device("cpu")
 
@@ -68,3 +68,30 @@ def test_whole_split_every_epoch_without_a_subset(digits):
 def test_negative_subset_is_refused(digits):
     with pytest.raises(ConfigError, match=r"^val_subset must be >= 0, got -1; fix: "):
         load_data(TrainConfig(val_subset=-1), CPU)
+
+
+def _weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def test_the_peak_keeper_holds_the_peak_weights_while_the_model_trains_on():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    keeper = PeakKeeper(keep_weights=True)
+    keeper.offer(model, 1, val_loss=1.0, val_acc=0.5)
+    first_peak = _weights_of(model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    model(torch.randn(8, 4))  # train mode: the BatchNorm running statistics move too
+    keeper.offer(model, 2, val_loss=0.9, val_acc=0.4)  # not a peak: the kept weights stay
+    assert keeper.epoch == 1
+    assert all(torch.equal(keeper.state[k], v) for k, v in first_peak.items())
+    keeper.offer(model, 3, val_loss=0.8, val_acc=0.6)  # a new peak: its weights replace them
+    second_peak = _weights_of(model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(0.0)  # the model moves on; the copy must not follow it
+    assert keeper.epoch == 3
+    assert all(torch.equal(keeper.state[k], v) for k, v in second_peak.items())
+    assert not any(torch.equal(keeper.state[k], v) for k, v in first_peak.items()
+                   if v.is_floating_point())
