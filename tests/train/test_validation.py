@@ -95,3 +95,21 @@ def test_the_peak_keeper_holds_the_peak_weights_while_the_model_trains_on():
     assert all(torch.equal(keeper.state[k], v) for k, v in second_peak.items())
     assert not any(torch.equal(keeper.state[k], v) for k, v in first_peak.items()
                    if v.is_floating_point())
+
+
+def test_the_peak_keeper_copies_anew_an_entry_whose_shape_or_type_changed():
+    """The kept buffers are reused only where the layout matches: a buffer replaced by one of
+    another shape or dtype, or a new entry in the state, is copied as it now is."""
+    model = torch.nn.Linear(2, 2)
+    model.register_buffer("counts", torch.zeros(1))
+    keeper = PeakKeeper(keep_weights=True)
+    keeper.offer(model, 1, val_loss=1.0, val_acc=0.5)
+    model.counts = torch.arange(3)  # another shape and dtype under the same name
+    keeper.offer(model, 2, val_loss=0.9, val_acc=0.6)
+    assert torch.equal(keeper.state["counts"], torch.arange(3))
+    model.counts.add_(10)  # the model's own tensor moves on; the copy must not follow it
+    assert torch.equal(keeper.state["counts"], torch.arange(3))
+    model.register_buffer("extra", torch.ones(2))  # a new entry: the state is copied whole
+    keeper.offer(model, 3, val_loss=0.8, val_acc=0.7)
+    assert set(keeper.state) == {"weight", "bias", "counts", "extra"}
+    assert torch.equal(keeper.state["counts"], torch.arange(3) + 10)
