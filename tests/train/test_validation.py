@@ -113,3 +113,22 @@ def test_the_peak_keeper_copies_anew_an_entry_whose_shape_or_type_changed():
     keeper.offer(model, 3, val_loss=0.8, val_acc=0.7)
     assert set(keeper.state) == {"weight", "bias", "counts", "extra"}
     assert torch.equal(keeper.state["counts"], torch.arange(3) + 10)
+
+
+def test_the_kept_weights_load_back_with_the_module_versions_they_were_saved_with():
+    """The first copy is made tensor by tensor, not by `copy.deepcopy`: it must still carry
+    the metadata `load_state_dict` reads (BatchNorm upgrades a state saved without its
+    version), and restoring must hand back the model's own weights, not a view of them."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    keeper = PeakKeeper(keep_weights=True)
+    keeper.offer(model, 1, val_loss=1.0, val_acc=0.5)
+    assert keeper.state._metadata == model.state_dict()._metadata
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    moved = _weights_of(model)
+    before = keeper.restore_into(model)
+    assert torch.equal(model[0].weight, keeper.state["0.weight"])
+    with torch.no_grad():
+        model[0].weight.mul_(0.0)
+    assert all(torch.equal(before[k], v) for k, v in moved.items())
+    assert before._metadata == model.state_dict()._metadata
