@@ -19,6 +19,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
+from hpsearch import heartbeat
 from hpsearch.errors import StorageError, UsageError
 from hpsearch.records import NOT_INHERITED_BY_RETRY
 from hpsearch.resilient_storage import (
@@ -194,7 +195,13 @@ def _create_once(url: str, path: Path | None, connections: int | None) -> Resili
         _use_wal(storage.engine)
     else:
         storage.watchdog = CallWatchdog(storage.engine)  # a frozen server hangs no one for good
+    heartbeat.install(_opened_here)  # one heartbeat thread a process, not one a trial
     return storage
+
+
+def _opened_here(storage: optuna.storages.BaseStorage) -> bool:
+    """Whether a study's storage (Optuna wraps it in its cache) is one this module opened."""
+    return isinstance(getattr(storage, "_backend", storage), ResilientRDBStorage)
 
 
 DAMAGED_FIX = ("the SQLite file is damaged or is no database: restore it from a copy (or try "

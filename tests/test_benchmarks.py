@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -271,3 +272,15 @@ def test_worker_scaling_prints_trials_per_second_against_one_job(capsys):
     (row,) = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert row[:2] == ["SQLite", "1"] and row[-1] == "1.00x"
     assert float(row[-2]) > 0  # trials/s measured from storage
+
+
+def test_heartbeat_overhead_prints_both_heartbeats_side_by_side(capsys):
+    load_benchmark("heartbeat_overhead").main(["--trials", "3", "--rounds", "2",
+                                               "--trial-ms", "5", "--busy", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "1 other processes busy" in lines[0]
+    assert lines[1].startswith("Optuna's thread a trial") and "ms a trial" in lines[1]
+    assert lines[2].startswith("hpsearch's thread a process") and "ms a trial" in lines[2]
+    for line in lines[1:3]:  # a median and its range, in ms
+        median, low, high = (float(x) for x in re.findall(r"\d+\.\d+", line))
+        assert 0 <= low <= median <= high
