@@ -49,8 +49,8 @@ def busy_cores(processes: int) -> Iterator[None]:
     try:
         yield
     finally:
-        for spinner in spinners:
-            spinner.terminate()
+        for spinner in spinners:  # SIGKILL: a fork keeps the parent's SIGTERM handler
+            spinner.kill()  # (hpsearch's, which lets a trial end first), so it spins on
             spinner.join()
 
 

@@ -87,12 +87,11 @@ def _interval(storage: BaseHeartbeat) -> float:
     return float(storage.get_heartbeat_interval() or 0) or 1.0
 
 
-def _beat(storage: BaseHeartbeat, trial_id: int) -> bool:
+def _beat(storage: BaseHeartbeat, trial_id: int) -> None:
     try:
         storage.record_heartbeat(trial_id)
-        return True
     except Exception:  # noqa: BLE001 - tried again next interval; the trial's writes report it
-        return False
+        pass
 
 
 class SharedHeartbeat(BaseHeartbeatThread):
