@@ -37,11 +37,11 @@ from optuna.storages._heartbeat import (
 
 
 class _Beater:
-    """The process's beating thread and the trials it beats for, each with its next due time
-    (monotonic seconds)."""
+    """The process's beating thread and the trials it beats for: (id of the storage, trial
+    id) -> (the next beat's due time in monotonic seconds, the storage)."""
 
     def __init__(self) -> None:
-        self._due: dict[tuple[int, int], tuple[float, BaseHeartbeat, int]] = {}
+        self._due: dict[tuple[int, int], tuple[float, BaseHeartbeat]] = {}
         self._wake = threading.Condition()
         self._pid: int | None = None  # the thread does not survive a fork: one per process
 
@@ -52,7 +52,7 @@ class _Beater:
                 self._due.clear()  # a forked parent's trials are its own to beat for
                 threading.Thread(target=self._run, name="hpsearch-heartbeat",
                                  daemon=True).start()
-            self._due[(id(storage), trial_id)] = (due, storage, trial_id)
+            self._due[(id(storage), trial_id)] = (due, storage)
             self._wake.notify()
 
     def discard(self, storage: BaseHeartbeat, trial_id: int) -> None:
@@ -61,30 +61,26 @@ class _Beater:
 
     def _run(self) -> None:
         while True:
-            for key, storage, trial_id in self._wait_for_due():
-                _beat(storage, trial_id)  # one that fails is tried again an interval later
+            for key, storage in self._wait_for_due():
+                _beat(storage, trial_id=key[1])  # one that fails: tried again an interval later
                 with self._wake:
                     if key in self._due:  # not ended meanwhile
-                        self._due[key] = (time.monotonic() + _interval(storage), storage,
-                                          trial_id)
+                        interval = storage.get_heartbeat_interval()  # set: Optuna checked it
+                        self._due[key] = (time.monotonic() + interval, storage)
 
-    def _wait_for_due(self) -> list[tuple[tuple[int, int], BaseHeartbeat, int]]:
+    def _wait_for_due(self) -> list[tuple[tuple[int, int], BaseHeartbeat]]:
         with self._wake:
             while True:
                 now = time.monotonic()
-                due = [(key, storage, trial_id)
-                       for key, (when, storage, trial_id) in self._due.items() if when <= now]
+                due = [(key, storage) for key, (when, storage) in self._due.items()
+                       if when <= now]
                 if due:
                     return due
-                soonest = min((when for when, _, _ in self._due.values()), default=None)
+                soonest = min((when for when, _ in self._due.values()), default=None)
                 self._wake.wait(None if soonest is None else soonest - now)
 
 
 _BEATER = _Beater()
-
-
-def _interval(storage: BaseHeartbeat) -> float:
-    return float(storage.get_heartbeat_interval() or 0) or 1.0
 
 
 def _beat(storage: BaseHeartbeat, trial_id: int) -> None:
