@@ -47,6 +47,24 @@ def phases_between(start: str | None, stop: str | None) -> list[str]:
     return list(PHASES[first : last + 1])
 
 
+def run_order(specs: list[StudySpec]) -> list[StudySpec]:
+    """The phases in protocol order, except that a phase runs after every phase it inherits
+    from: a studies folder may rewire the chain (e.g. BatchNorm before the architecture), and
+    a phase cannot start from a choice that does not exist yet. A cycle is refused."""
+    waiting, placed = list(specs), []
+    while waiting:
+        names = {spec.name for spec in waiting}
+        ready = next((spec for spec in waiting if not names & set(spec.parents())), None)
+        if ready is None:
+            files = ", ".join(f"{spec.file} (inherits {', '.join(spec.parents())})"
+                              for spec in waiting)
+            raise UsageError(f"inherits: the phases inherit from each other in a cycle: "
+                             f"{files}; fix: make one of them inherit an earlier phase")
+        waiting.remove(ready)
+        placed.append(ready)
+    return placed
+
+
 def run_protocol(
     *,
     studies_dir: str | Path | None = None,
@@ -74,7 +92,8 @@ def run_protocol(
     if trials_scale <= 0:
         raise UsageError(f"--trials-scale: must be > 0, got {trials_scale}; fix: use e.g. 0.5")
     phases = phases_between(start, stop)
-    specs = [load_study_spec(find_study_file(phase, studies_dir)) for phase in phases]
+    specs = run_order([load_study_spec(find_study_file(phase, studies_dir)) for phase in phases])
+    phases = [spec.name for spec in specs]
     refuse_searched_overrides(specs, overrides or {})
     refuse_stored_conflicts(specs, storage, overrides or {}, tag)
     storage = connect(storage)  # opened once: every phase runs on it
