@@ -65,6 +65,20 @@ def run_order(specs: list[StudySpec]) -> list[StudySpec]:
     return placed
 
 
+def _with_later_parents(specs: list[StudySpec], studies_dir) -> list[StudySpec]:
+    """The phases asked for, and the phases they inherit from that come after them in the
+    protocol's order (a rewired chain's `--to architecture` runs `batchnorm` too). Parents
+    before `--from` are not added: the user starts there from their stored choices."""
+    first = PHASES.index(specs[0].name) if specs and specs[0].name in PHASES else 0
+    specs = list(specs)
+    for spec in specs:  # grows while it is walked: parents of added parents are added too
+        for parent in spec.parents():
+            if (parent in PHASES and PHASES.index(parent) > first
+                    and parent not in {s.name for s in specs}):
+                specs.append(load_study_spec(find_study_file(parent, studies_dir)))
+    return specs
+
+
 def run_protocol(
     *,
     studies_dir: str | Path | None = None,
@@ -91,8 +105,9 @@ def run_protocol(
     """
     if trials_scale <= 0:
         raise UsageError(f"--trials-scale: must be > 0, got {trials_scale}; fix: use e.g. 0.5")
-    phases = phases_between(start, stop)
-    specs = run_order([load_study_spec(find_study_file(phase, studies_dir)) for phase in phases])
+    specs = run_order(_with_later_parents(
+        [load_study_spec(find_study_file(phase, studies_dir))
+         for phase in phases_between(start, stop)], studies_dir))
     phases = [spec.name for spec in specs]
     refuse_searched_overrides(specs, overrides or {})
     refuse_stored_conflicts(specs, storage, overrides or {}, tag)
