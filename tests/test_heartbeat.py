@@ -68,10 +68,9 @@ def test_a_long_trial_beats_again_every_interval(tmp_path, monkeypatch):
 
 
 def test_a_storage_hpsearch_did_not_open_keeps_optunas_own_thread(tmp_path):
-    open_storage(f"sqlite:///{tmp_path / 'ours.db'}")  # installs the shared heartbeat
+    ours = open_storage(f"sqlite:///{tmp_path / 'ours.db'}")  # installs the shared heartbeat
     theirs = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'theirs.db'}",
                                         heartbeat_interval=60)
-    ours = open_storage(f"sqlite:///{tmp_path / 'ours.db'}")
     lookup = optuna.study._optimize.get_heartbeat_thread
     assert type(lookup(1, theirs)) is HeartbeatThread
     assert type(lookup(1, optuna.storages._CachedStorage(ours))) is heartbeat.SharedHeartbeat

@@ -65,7 +65,8 @@ def run_order(specs: list[StudySpec]) -> list[StudySpec]:
     return placed
 
 
-def _with_later_parents(specs: list[StudySpec], studies_dir) -> list[StudySpec]:
+def _with_later_parents(specs: list[StudySpec],
+                        studies_dir: str | Path | None) -> list[StudySpec]:
     """The phases asked for, and the phases they inherit from that come after them in the
     protocol's order (a rewired chain's `--to architecture` runs `batchnorm` too). Parents
     before `--from` are not added: the user starts there from their stored choices."""
@@ -108,13 +109,13 @@ def run_protocol(
     specs = run_order(_with_later_parents(
         [load_study_spec(find_study_file(phase, studies_dir))
          for phase in phases_between(start, stop)], studies_dir))
-    phases = [spec.name for spec in specs]
     refuse_searched_overrides(specs, overrides or {})
     refuse_stored_conflicts(specs, storage, overrides or {}, tag)
     storage = connect(storage)  # opened once: every phase runs on it
     outcomes: list[PhaseOutcome] = []
     without_choice: dict[str, str] = {}  # phase -> why it has no choice (its own or a parent's)
-    for phase, spec in zip(phases, specs):
+    for spec in specs:
+        phase = spec.name
         outcome = _blocked(phase, spec, without_choice, tag) or _run_phase(
             phase, spec, storage, overrides or {}, trials_scale, tag, observer,
             {"artifacts": artifacts, "tensorboard": tensorboard})

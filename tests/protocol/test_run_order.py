@@ -7,10 +7,12 @@ import shutil
 
 import optuna
 import pytest
+from click.testing import CliRunner
 
+from hpsearch.cli import cli
 from hpsearch.errors import UsageError
 from hpsearch.phases.protocol import PHASES, run_order, run_protocol
-from hpsearch.spec import load_study_spec
+from hpsearch.spec import find_study_file, load_study_spec
 from tests.conftest import REPO
 
 STUDIES = REPO / "studies"
@@ -19,8 +21,7 @@ VARIANT = REPO / "benchmarks" / "variants" / "batchnorm_first"
 
 def specs_in(folder):
     """The protocol's phase files, those in `folder` overriding the installed ones."""
-    return [load_study_spec(folder / f"{phase}.yaml" if (folder / f"{phase}.yaml").exists()
-                            else STUDIES / f"{phase}.yaml") for phase in PHASES]
+    return [load_study_spec(find_study_file(phase, folder)) for phase in PHASES]
 
 
 def test_the_installed_phases_run_in_protocol_order():
@@ -45,6 +46,21 @@ def test_phases_that_inherit_from_each_other_in_a_cycle_are_refused(tmp_path):
         run_order(specs_in(tmp_path))
     message = str(refused.value)
     assert "cycle" in message and "architecture.yaml" in message and "regularization" in message
+
+
+def test_a_cycle_stops_the_command_before_anything_is_stored(tmp_path, monkeypatch):
+    (tmp_path / "studies").mkdir()
+    text = (STUDIES / "architecture.yaml").read_text()
+    (tmp_path / "studies" / "architecture.yaml").write_text(
+        text.replace("inherits: [lr_adam_refine]", "inherits: [regularization]"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["protocol", "--studies-dir", "studies",
+                                      "--storage", "sqlite:///storage/p.db"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: inherits: the phases inherit from each other in a "
+                                    "cycle") and result.output.count("\n") == 1
+    assert "architecture.yaml" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "storage").exists()
 
 
 def test_a_rewired_chain_runs_end_to_end_with_each_phase_starting_from_its_new_parent(
