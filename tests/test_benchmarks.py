@@ -284,3 +284,51 @@ def test_heartbeat_overhead_prints_both_heartbeats_side_by_side(capsys):
     for line in lines[1:3]:  # a median and its range, in ms
         median, low, high = (float(x) for x in re.findall(r"\d+\.\d+", line))
         assert 0 <= low <= median <= high
+
+
+def test_paired_test_reads_the_difference_from_the_images_the_two_models_disagree_on():
+    paired_test = load_benchmark("paired_test")
+    import torch
+
+    right_a = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    right_b = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0])  # A alone right on 2, B alone on 1
+    result = paired_test.paired(right_a, right_b)
+    assert result["difference"] == pytest.approx(1 / 6)
+    # d = (0, 1, 1, 0, 0, -1): std sqrt(1/2 - 1/36), over sqrt(6) images
+    assert result["se"] == pytest.approx((0.5 - 1 / 36) ** 0.5 / 6 ** 0.5)
+    assert (result["only_a_right"], result["only_b_right"], result["images"]) == (2, 1, 6)
+    mean = paired_test.mean_of_seeds([{"difference": 0.01, "se": 0.003},
+                                      {"difference": -0.002, "se": 0.004}])
+    assert mean == pytest.approx({"difference": 0.004, "se": 0.0025})
+
+
+def test_paired_test_retrains_both_choices_and_finds_one_configuration_equal_to_itself(
+        tmp_path, capsys):
+    """End to end on digits: a variant's protocol row against a flat row of the same
+    configuration: retrained alike, image for image, so the difference is zero."""
+    paired_test = load_benchmark("paired_test")
+    config = {"dataset": "digits", "epochs": 2, "seed": 0, "device": "cpu"}
+    protocol, flat = tmp_path / "protocol.json", tmp_path / "flat.json"
+    protocol.write_text(json.dumps({"results": [
+        {"arm": "untuned", "seed": 0, "config": config, "test_acc": 0.5},
+        {"arm": "protocol[joint_final]", "seed": 0, "config": config, "test_acc": 0.9}]}))
+    flat.write_text(json.dumps({"results": [
+        {"arm": "tpe_median", "seed": 0, "config": config, "test_acc": 0.8}]}))
+    rows = paired_test.main(["--a", str(protocol), "--b", str(flat), "--out",
+                             str(tmp_path / "paired.json")])
+    assert [row["seed"] for row in rows] == [0]
+    row = rows[0]
+    assert (row["a_stored"], row["b_stored"]) == (0.9, 0.8)  # the variant's row, not untuned
+    assert row["a_retrained"] == row["b_retrained"] > 0.5
+    assert (row["difference"], row["se"], row["only_a_right"]) == (0, 0, 0)
+    assert "| mean of 1 | | | +0.00 pts | 0.00 pts |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "paired.json").read_text())["rows"] == rows
+
+
+def test_paired_test_refuses_files_without_a_common_seed(tmp_path):
+    paired_test = load_benchmark("paired_test")
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"results": [{"arm": "protocol", "seed": 0, "config": {},
+                                            "test_acc": 0.9}]}))
+    with pytest.raises(SystemExit, match="no seed has both"):
+        paired_test.main(["--a", str(one), "--b", str(one)])
