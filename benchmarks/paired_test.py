@@ -23,7 +23,8 @@ protocol pay off?"), and then the retrained pair is what the comparison reads.
         --b docs/results/fashion_mlp_tpe_third_machine_s*.json [--seeds 0 1] [--out F.json]
 
 --a-arm and --b-arm pick the row of each file (default: the protocol, with or without a
-variant, against tpe_median).
+variant, against tpe_median). The data sets are hpsearch's built-in ones, whose test split is
+held as tensors (the ones search_quality.py runs on).
 """
 
 from __future__ import annotations
