@@ -41,6 +41,9 @@ import torch
 from hpsearch.config import resolve_config
 from hpsearch.train import evaluate, fit, load_data, resolve_device
 
+# Test images scored in one forward pass: bounds the memory, changes no result.
+IMAGES_AT_ONCE = 1000
+
 
 def chosen_rows(files: list[Path], arm: str) -> dict[int, dict]:
     """seed -> the result row of `arm` (a variant's `protocol[NAME]` counts as `protocol`)."""
@@ -64,8 +67,8 @@ def right_or_wrong(row: dict, data_dir: str, device: str) -> tuple[torch.Tensor,
     model.eval()
     x, y = data.test.x.to(where), data.test.y.to(where)
     with torch.no_grad():
-        right = torch.cat([model(x[i:i + 1000]).argmax(1) == y[i:i + 1000]
-                           for i in range(0, len(y), 1000)])
+        right = torch.cat([model(x[i:i + IMAGES_AT_ONCE]).argmax(1) == y[i:i + IMAGES_AT_ONCE]
+                           for i in range(0, len(y), IMAGES_AT_ONCE)])
     return right.float().cpu(), accuracy
 
 
@@ -90,6 +93,8 @@ def compare_seed(a: dict, b: dict, data_dir: str, device: str) -> dict[str, Any]
 
 
 def mean_of_seeds(rows: list[dict]) -> dict[str, float]:
+    """The mean difference over seeds; the seeds are independent runs, so the variances
+    add: its standard error is sqrt(sum of the seeds' squared errors) / k."""
     k = len(rows)
     return {"difference": sum(r["difference"] for r in rows) / k,
             "se": math.sqrt(sum(r["se"] ** 2 for r in rows)) / k}
