@@ -65,7 +65,7 @@ RETRIED = (
     # reading progress, fails at the first blip (CI, stop 13).
     "_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
     # hpsearch's own bulk calls (the class below).
-    "write_reports", "count_trials", "records_heartbeats",
+    "write_reports", "count_trials", "count_trials_and_last_number", "records_heartbeats",
 )
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -374,6 +374,19 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
             count = count.where(_TRIALS.c.trial_id.in_(sqlalchemy.select(beats.c.trial_id)))
         with self.engine.connect() as connection:  # no ORM session: a third of the time
             return connection.execute(count).scalar_one()
+
+    def count_trials_and_last_number(self, study_id: int, states: tuple[TrialState, ...]
+                                     ) -> tuple[int, int]:
+        """How many of the study's trials are in `states`, and the highest number of any of
+        its trials (-1: none yet), read together in one statement."""
+        in_states = sqlalchemy.case((_TRIALS.c.state.in_(states), 1), else_=0)
+        query = sqlalchemy.select(
+            sqlalchemy.func.coalesce(sqlalchemy.func.sum(in_states), 0),
+            sqlalchemy.func.coalesce(sqlalchemy.func.max(_TRIALS.c.number), -1),
+        ).where(_TRIALS.c.study_id == study_id)
+        with self.engine.connect() as connection:
+            counted, last_number = connection.execute(query).one()
+        return int(counted), int(last_number)
 
     def record_heartbeat(self, trial_id: int) -> None:
         """The trial's heartbeat at the database's clock, in one upsert (Optuna reads the row,

@@ -37,6 +37,7 @@ from hpsearch.storage import (
     GRACE_S,
     Storage,
     count_trials,
+    count_trials_and_last_number,
     describe,
     fail_stale_trials,
     queue_retry,
@@ -255,7 +256,7 @@ def _fixed_trials(
     """
     if budget == 0:
         return None
-    guard = _BudgetGuard(budget, summary, observer, retries)
+    guard = _BudgetGuard(budget, summary, observer, retries, objective=objective)
 
     def run(params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
         nonlocal started
@@ -346,7 +347,7 @@ def _optimize(
 ) -> None:
     if observer is not None:
         observer.on_start(study, budget, summary.finished_before)
-    guard = _BudgetGuard(budget, summary, observer, retries)
+    guard = _BudgetGuard(budget, summary, observer, retries, objective=objective)
     if baseline:
         _run_baseline(study, objective, guard)
     if _finished(study) < budget and not guard.stopped:
@@ -447,6 +448,7 @@ class _BudgetGuard:
     budget_claimed: bool = False  # the study was stopped because every slot is claimed
     last_error: str = ""
     sites: list[str] = field(default_factory=list)  # where each failure of the run happened
+    objective: StudyObjective | None = None  # told each count of the claimed slots
 
     @property
     def stopped(self) -> bool:
@@ -475,12 +477,20 @@ class _BudgetGuard:
             self._count_failure(trial)
         if self.observer is not None:
             self.observer.on_trial(study, trial)
-        if not retried and _claimed(study) >= self.budget:
+        if not retried and self._claimed(study) >= self.budget:
             self.budget_claimed = True
             study.stop()  # the trials still running elsewhere finish the budget
         elif not retried and self.stopped:
             study.stop()
         interrupt.check()  # the trial is stored in full: a stop request ends the run here
+
+    def _claimed(self, study: optuna.Study) -> int:
+        """Finished trials, and those running or queued (other workers': this one's is
+        done); the count is handed to the objective, whose next claim may reuse it."""
+        claimed, last_number = count_trials_and_last_number(study, CLAIMS)
+        if self.objective is not None:
+            self.objective.claims_counted = (claimed, last_number)
+        return claimed
 
     def _retried(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """The trial crashed and is queued again (it runs next here, or on another worker)."""
@@ -497,11 +507,6 @@ class _BudgetGuard:
         facts = records.TrialFacts.of(trial)
         self.last_error = facts.error or "unknown error"
         self.sites.append(facts.error_site or f"trial {trial.number}")
-
-
-def _claimed(study: optuna.Study) -> int:
-    """Finished trials, and those running or queued (other workers': this one's is done)."""
-    return count_trials(study, CLAIMS)
 
 
 def _finished(study: optuna.Study) -> int:

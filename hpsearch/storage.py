@@ -406,6 +406,18 @@ def count_trials(study: optuna.Study, states: tuple[TrialState, ...],
                if number_below is None or t.number < number_below)
 
 
+def count_trials_and_last_number(study: optuna.Study, states: tuple[TrialState, ...]
+                                 ) -> tuple[int, int]:
+    """How many of the study's trials are in `states`, and the highest number of any of its
+    trials (-1: none yet), as one read where the storage can (SQL)."""
+    ours = _ours(study)
+    if ours is not None and hasattr(ours, "count_trials_and_last_number"):
+        return ours.count_trials_and_last_number(study._study_id, states)
+    trials = study.get_trials(deepcopy=False)
+    return (sum(1 for t in trials if t.state in states),
+            max((t.number for t in trials), default=-1))
+
+
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the trials whose heartbeat is older than GRACE_S (a killed worker's) and queue
     each again once. Optuna does this only when a new trial starts; every run does it first,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+import sqlalchemy
 import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
@@ -108,3 +109,60 @@ def test_a_point_another_worker_is_training_is_not_trained_twice(write_study, st
     assert all(t.state == TrialState.FAIL and "history" not in t.user_attrs for t in twins)
     (trained,) = [t for t in trials if t.state == TrialState.COMPLETE]
     assert trained.number > twins[-1].number and "history" in trained.user_attrs
+
+
+def _claim_counts(sent: list[str]) -> int:
+    """Claims counted for a new trial (objective.claims_before: trials numbered below it)."""
+    return sum(1 for sql in sent if sql.startswith("SELECT count(") and "trials.number <" in sql)
+
+
+def test_a_lone_worker_counts_the_claims_once_a_trial(write_study, studies_dir, tmp_path):
+    """After each trial the runner counts the claimed slots; the next trial's claim reuses
+    that count while no other trial was created in between: only the run's first trial
+    counts for itself."""
+    from sqlalchemy.engine import Engine
+
+    from hpsearch.runner import run_study
+
+    write_study("lone", STUDY.replace("epochs: 2", "epochs: 1"))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    run_study("lone", storage=url, studies_dir=studies_dir, trials=0)
+    sent: list[str] = []
+    listen = lambda *args: sent.append(" ".join(args[2].split()))  # noqa: E731
+    sqlalchemy.event.listen(Engine, "before_cursor_execute", listen)
+    try:
+        run_study("lone", storage=url, studies_dir=studies_dir, trials=4)
+    finally:
+        sqlalchemy.event.remove(Engine, "before_cursor_execute", listen)
+    trials = optuna.load_study(study_name="lone", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert _claim_counts(sent) == 1
+
+
+def test_a_trial_created_elsewhere_after_the_count_makes_the_claim_count_again(
+        write_study, studies_dir, tmp_path, monkeypatch):
+    """Another worker takes the last slot between this worker's count and its next trial:
+    the next trial's number does not follow the counted ones, so it counts again, finds the
+    budget taken and ends at once instead of training a third trial on a budget of two."""
+    from hpsearch import runner
+    from hpsearch.runner import run_study
+
+    write_study("raced", STUDY.replace("epochs: 2", "epochs: 1"))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    run_study("raced", storage=url, studies_dir=studies_dir, trials=0)
+    elsewhere = optuna.load_study(study_name="raced", storage=optuna.storages.RDBStorage(url))
+    counted = runner.count_trials_and_last_number
+
+    def count_then_another_worker_asks(study, states):
+        result = counted(study, states)
+        if len(elsewhere.get_trials(deepcopy=False)) == 1:
+            elsewhere.ask()  # RUNNING on another machine: it holds a slot
+        return result
+
+    monkeypatch.setattr(runner, "count_trials_and_last_number", count_then_another_worker_asks)
+    monkeypatch.setattr(runner, "FIRST_HEARTBEAT_S", 0.0)  # the other trial beats no heart
+    run_study("raced", storage=url, studies_dir=studies_dir, trials=2)
+    first, other, *later = optuna.load_study(study_name="raced", storage=url).get_trials()
+    assert (first.state, other.state) == (TrialState.COMPLETE, TrialState.RUNNING)
+    assert later and all(t.state == TrialState.FAIL and t.user_attrs["over_budget"]
+                         and "history" not in t.user_attrs for t in later)
