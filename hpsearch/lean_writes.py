@@ -164,6 +164,7 @@ class LeanWritesRDBStorage(optuna.storages.RDBStorage):
             with self._transaction() as connection:
                 if connection.execute(update).rowcount == 0:
                     return None
+                self._store_with_finish(connection, trial_id)
                 if values is not None:
                     connection.execute(sqlalchemy.insert(_VALUES), [
                         _value_row(trial_id, objective, value)
@@ -171,6 +172,11 @@ class LeanWritesRDBStorage(optuna.storages.RDBStorage):
         except sqlalchemy.exc.IntegrityError:
             return None  # rolled back whole: Optuna's path updates the stored value
         return finished
+
+    def _store_with_finish(self, connection: sqlalchemy.engine.Connection,
+                           trial_id: int) -> None:
+        """What else the finishing transaction stores (resilient_storage.py: the trial's last
+        reports); nothing here."""
 
     # --- stale trials --------------------------------------------------------------------------
 

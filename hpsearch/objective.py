@@ -256,7 +256,7 @@ class StudyObjective:
         try:
             return self._train(trial, config, data, reports)
         finally:
-            reports.flush()  # however the trial ends, what it reported is stored before it ends
+            reports.flush(last=True)  # however the trial ends, stored with its end
 
     def _train(self, trial: optuna.trial.Trial, config: TrainConfig, data,
                reports: EpochReports) -> float | list[float]:

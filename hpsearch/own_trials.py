@@ -10,7 +10,10 @@ in such a read was written by this process, through this storage object, so it i
 Why serving it from memory is safe:
 - Only the worker that runs a trial writes its parameters, reports and attributes; every
   write here goes through the methods below, which record it only once the database took it,
-  in the form a read would return (attributes through JSON, values as floats).
+  in the form a read would return (attributes through JSON, values as floats). Two kinds are
+  recorded when queued for a write of this process that follows at once (the parameters,
+  stored with the start facts; the last reports, with the finish): a reader in between (the
+  sampler, Optuna's `tell`) sees the trial as it is about to be stored.
 - What another process may change is the trial's state: a heartbeat check that judged the
   worker dead fails it (optuna#4234). So every answer from memory is checked against the
   trial's state in the database (one indexed one-column read); a trial whose state is not the
@@ -115,7 +118,8 @@ class OwnTrialsRDBStorage(LeanWritesRDBStorage):
 
     def reported(self, trial_id: int, values: dict[int, float], user_attrs: dict[str, Any]
                  ) -> None:
-        """Record reports and user attributes the database has just stored."""
+        """Record reports and user attributes the database has just stored (or will
+        store with the trial's finish, resilient_storage.hold_for_finish)."""
         def apply(trial: FrozenTrial) -> None:
             trial.intermediate_values.update((s, float(v)) for s, v in values.items())
             trial._user_attrs.update((k, _as_stored(v)) for k, v in user_attrs.items())

@@ -7,7 +7,7 @@ Here:
 
 - Batched: reports and the history are kept in memory and written together, in one
   transaction, at most every FLUSH_S and whenever the trial ends (pruned, finished, failed,
-  interrupted). The dashboard's curves are at most FLUSH_S behind. A worker that dies loses
+  interrupted); at the end, on our SQL storage, in the transaction that finishes the trial. The dashboard's curves are at most FLUSH_S behind. A worker that dies loses
   what it had not flushed: at most FLUSH_S of a trial that is failed and queued again anyway.
 - Pruned here, on the same information: the pruner gets this trial as it is in memory (every
   epoch reported so far) and the study's finished trials. Finished trials never change, so
@@ -72,11 +72,20 @@ class EpochReports:
         """Written with the next flush (the trial's history, updated every epoch)."""
         self._attrs[key] = value
 
-    def flush(self) -> None:
+    def flush(self, last: bool = False) -> None:
+        """Write what is held. `last`: the trial ends now (the objective returns or raises,
+        and Optuna's `tell` follows): where the storage can, what is held is stored with
+        the trial's finish, in its transaction (ResilientRDBStorage.hold_for_finish)."""
         if self._unflushed or self._attrs:
-            self._write(self._unflushed, self._attrs)
+            if not (last and self._held_for_finish()):
+                self._write(self._unflushed, self._attrs)
             self._unflushed, self._attrs = {}, {}
         self._flushed_at = time.monotonic()
+
+    def _held_for_finish(self) -> bool:
+        backend = _bulk_storage(self.trial)
+        return backend is not None and backend.hold_for_finish(
+            self.trial._trial_id, self._unflushed, self._attrs)
 
     def finished(self) -> list[FrozenTrial]:
         """The study's finished trials as last read for the pruner (read again when their

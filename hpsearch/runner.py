@@ -415,8 +415,8 @@ def _search_until_stopped(study, objective, guard, summary: RunSummary) -> bool:
         study.optimize(objective, callbacks=[guard],
                        catch=_caught() + (OverBudget, TwinTrial), gc_after_trial=False)
         return True
-    except ValueError as err:
-        if not str(err).startswith("Cannot tell a ") or not objective.started:
+    except (ValueError, AssertionError) as err:
+        if not _refused_tell(err) or not objective.started:
             raise
         number = objective.started[-1]
         if not study.get_trials(deepcopy=False)[number].state.is_finished():
@@ -425,6 +425,15 @@ def _search_until_stopped(study, objective, guard, summary: RunSummary) -> bool:
             f"trial {number} was failed by another worker while it trained here (a heartbeat "
             f"older than {GRACE_S} s); its result is dropped and a new trial took its slot")
         return False
+
+
+def _refused_tell(err: BaseException) -> bool:
+    """Optuna's `tell` refused a trial another process finished. When the objective had
+    returned, Optuna's `_run_trial` finds a FAIL trial with no error of the objective's to
+    log and raises `AssertionError("Should not reach.")` over the refusal: the refusal is
+    then the assertion's context."""
+    refusal = err.__context__ if isinstance(err, AssertionError) else err
+    return isinstance(refusal, ValueError) and str(refusal).startswith("Cannot tell a ")
 
 
 def _caught() -> tuple[type[Exception], ...]:

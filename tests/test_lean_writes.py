@@ -13,6 +13,8 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpsearch import storage as hp_storage
+from hpsearch.lean_writes import _VALUES
+from hpsearch.reports import EpochReports
 from hpsearch.storage import open_storage
 
 
@@ -246,3 +248,72 @@ def test_of_two_workers_starting_one_queued_trial_at_once_exactly_one_gets_it(tm
     sqlalchemy.event.listen(storage.engine, "before_cursor_execute", other_worker_first)
     got["this"] = storage.set_trial_state_values(queued, TrialState.RUNNING)
     assert got == {"other": True, "this": False}
+
+
+def _held_for_the_finish(study):
+    """A running trial whose last reports and attributes the objective held for its end."""
+    trial = study.ask()
+    reports = EpochReports(trial, flush_s=3600)
+    for step in (1, 2, 3):
+        reports.set_user_attr("history", [{"epoch": e} for e in range(1, step + 1)])
+        reports.report(step, step / 4)
+    reports.flush(last=True)
+    return trial
+
+
+@pytest.mark.parametrize("state", [TrialState.COMPLETE, TrialState.PRUNED])
+def test_a_trials_last_reports_are_stored_by_the_transaction_that_finishes_it(storage_url,
+                                                                               state):
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    sent = _statements(storage)
+    trial = _held_for_the_finish(study)
+    sent[:] = sent[sent.index("INSERT") + 1:]  # after the trial's creation: nothing written
+    assert "INSERT" not in sent and "UPDATE" not in sent
+    # This process reads them at once: a pruned trial's value is its last report.
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {
+        1: 0.25, 2: 0.5, 3: 0.75}
+    sent[:] = []
+    study.tell(trial, 0.75 if state == TrialState.COMPLETE else None, state=state)
+    # The guarded UPDATE (the state check), the steps, the attributes, the value: one
+    # transaction, no read of the state before it.
+    assert [s for s in sent if s in ("UPDATE", "INSERT")] == ["UPDATE", "INSERT", "INSERT",
+                                                               "INSERT"]
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    assert (stored.state, stored.value) == (state, 0.75)
+    assert stored.intermediate_values == {1: 0.25, 2: 0.5, 3: 0.75}
+    assert len(stored.user_attrs["history"]) == 3
+    assert storage._for_finish == {}
+
+
+def test_last_reports_of_a_trial_failed_elsewhere_are_refused_and_dropped(storage_url):
+    """Another process failed the trial (its heartbeat judged it dead) after the objective
+    held its last reports: the tell is refused as Optuna refuses it, nothing is written to
+    the failed trial, and nothing is kept for it."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    trial = _held_for_the_finish(study)
+    optuna.storages.RDBStorage(storage_url).set_trial_state_values(trial._trial_id,
+                                                                   TrialState.FAIL)
+    with pytest.raises(ValueError, match="Cannot tell a FAIL trial"):
+        study.tell(trial, 0.75)
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    assert (stored.state, stored.intermediate_values, stored.user_attrs) == (
+        TrialState.FAIL, {}, {})
+    assert storage._for_finish == {}
+
+
+def test_last_reports_are_stored_when_the_finish_falls_back_to_optunas_path(storage_url):
+    """A value stored before (a guard of the lean finish) makes its transaction fail whole:
+    the held reports are written on their own, then Optuna's path finishes the trial."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    trial = _held_for_the_finish(study)
+    with storage.engine.begin() as connection:
+        connection.execute(sqlalchemy.insert(_VALUES), [
+            {"trial_id": trial._trial_id, "objective": 0, "value": 0.1, "value_type": "FINITE"}])
+    study.tell(trial, 0.75)
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    assert (stored.state, stored.value) == (TrialState.COMPLETE, 0.75)
+    assert stored.intermediate_values == {1: 0.25, 2: 0.5, 3: 0.75}
+    assert len(stored.user_attrs["history"]) == 3

@@ -16,8 +16,10 @@ from optuna.trial import TrialState
 
 # A fit hook that, at its trial's second epoch, fails its own trial from outside: what
 # another worker's stale-heartbeat check does to a live trial whose heartbeat came late.
+# It then trains on for PAUSE_S seconds (past the reports' flush interval: the next report
+# is refused) or at once (the trial ends before any flush: its finish is refused).
 FAILED_FROM_OUTSIDE = '''\
-import os, pathlib
+import os, pathlib, time
 import optuna
 from optuna.trial import TrialState
 
@@ -30,6 +32,7 @@ def fit(config, data, device, report):
             study = optuna.load_study(study_name="hb", storage=storage)
             for trial in study.get_trials(states=(TrialState.RUNNING,)):
                 storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            time.sleep(float(os.environ["PAUSE_S"]))
         report(epoch, train_loss=1.0 / epoch, val_loss=1.0 / epoch, val_acc=0.5 + epoch / 100)
 
 fit.honours = ["lr"]
@@ -60,12 +63,15 @@ def _hpsearch(args, tmp_path, env=None) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(tmp_path), **(env or {})})
 
 
-def test_a_live_trial_failed_by_another_worker_does_not_crash_its_worker(tmp_path):
+@pytest.mark.parametrize("pause_s", [0.0, 2.5], ids=["refused-at-the-finish",
+                                                    "refused-at-a-flush"])
+def test_a_live_trial_failed_by_another_worker_does_not_crash_its_worker(tmp_path, pause_s):
     (tmp_path / "outside.py").write_text(FAILED_FROM_OUTSIDE)
     (tmp_path / "hb.yaml").write_text(STUDY.format(epochs=5, module="outside", trials=3))
     url = f"sqlite:///{tmp_path / 'x.db'}"
     result = _hpsearch(["run", "--study", "hb.yaml", "--storage", url], tmp_path,
-                       {"MARKER": str(tmp_path / "marker"), "URL": url})
+                       {"MARKER": str(tmp_path / "marker"), "URL": url,
+                        "PAUSE_S": str(pause_s)})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert "warning: trial 0 was failed by another worker while it trained here" in result.stdout

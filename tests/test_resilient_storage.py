@@ -17,6 +17,7 @@ from optuna.storages import _cached_storage
 from optuna.trial import TrialState
 
 from hpsearch import resilient_storage
+from hpsearch.reports import EpochReports
 from hpsearch.storage import open_storage
 
 # What the cache asks of its back end that never touches the database.
@@ -75,6 +76,28 @@ def test_a_study_loop_survives_a_dropped_connection_at_each_write(flaky, pattern
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert all(t.intermediate_values == {1: t.params["x"]} for t in trials)
+
+
+@pytest.mark.parametrize("pattern", [r"^UPDATE trials SET state",
+                                     r"^INSERT INTO trial_intermediate_values",
+                                     r"^INSERT INTO trial_values"])
+def test_a_finish_that_stores_the_last_reports_is_retried_whole(flaky, pattern):
+    """The objective held its last reports for the finish (reports.py): a connection lost
+    anywhere in that transaction voids all of it, and the retry stores all of it."""
+    storage, fail = flaky
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    reports = EpochReports(trial, flush_s=3600)
+    reports.report(1, 0.5)
+    reports.set_user_attr("criteria", {"best_val_acc": 0.5})
+    reports.flush(last=True)
+    plan = fail(pattern, times=1)
+    study.tell(trial, 0.5)
+    assert plan["failed"] == 1
+    stored = optuna.storages.RDBStorage(storage.url).get_trial(trial._trial_id)
+    assert (stored.state, stored.value, stored.intermediate_values) == (
+        TrialState.COMPLETE, 0.5, {1: 0.5})
+    assert stored.user_attrs == {"criteria": {"best_val_acc": 0.5}}
 
 
 def test_reading_progress_survives_a_dropped_connection(flaky):
