@@ -123,6 +123,98 @@ def test_the_dashboard_shows_the_protocol_choice_where_a_person_looks_first(tiny
     assert artifact["filename"] == f"architecture@t-trial-{choice['trial']}.pt"
 
 
+def dashboard_app(url: str):
+    from hpsearch.dashboard import app
+
+    return app(url)
+
+
+def _own_copy(url: str, tmp_path) -> str:
+    """A copy of the shared protocol's SQLite file, for a test that writes to it."""
+    import shutil
+
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(url.removeprefix("sqlite:///"), copy)
+    return f"sqlite:///{copy}"
+
+
+def _system_attr_writes(study: optuna.Study, monkeypatch) -> list[str]:
+    """The keys of the study system attributes written from now on (notes and figures live
+    there)."""
+    written: list[str] = []
+    storage = study._storage
+    original = storage.set_study_system_attr
+
+    def counting(study_id, key, value):
+        written.append(key)
+        return original(study_id, key, value)
+
+    monkeypatch.setattr(storage, "set_study_system_attr", counting)
+    return written
+
+
+def test_a_study_annotated_again_with_nothing_new_writes_nothing(tiny_protocol, tmp_path,
+                                                                  monkeypatch):
+    """Every run's end annotates its study again: the notes and the curves are stored already
+    and unchanged, so nothing is written (it rewrote the note and the ~20 pieces of the figure
+    each time)."""
+    from hpsearch import notes
+
+    url = _own_copy(tiny_protocol, tmp_path)
+    study = optuna.load_study(study_name="architecture@t", storage=url)
+    before = study._storage.get_study_system_attrs(study._study_id)
+    written = _system_attr_writes(study, monkeypatch)
+    notes.annotate(study)
+    notes.annotate(study)
+    assert written == []
+    assert study._storage.get_study_system_attrs(study._study_id) == before
+
+
+def test_a_new_choice_rewrites_the_note_and_redraws_the_curves(tiny_protocol, tmp_path,
+                                                                monkeypatch):
+    from hpsearch import notes
+
+    url = _own_copy(tiny_protocol, tmp_path)
+    study = optuna.load_study(study_name="architecture@t", storage=url)
+    selection = dict(study.user_attrs["selection"])
+    runner_up = selection["runners_up"][0]["trial"]
+    # The stored choice changes to its first runner-up (a later run chose again).
+    study.set_user_attr("selection", {**selection, "trial": runner_up,
+                                      "params": selection["runners_up"][0]["params"]})
+    written = _system_attr_writes(study, monkeypatch)
+    notes.annotate(study)
+    assert any(key.startswith("dashboard:plot_data:learning-curves:") for key in written)
+    detail = study_detail(dashboard_app(url), "architecture@t")
+    assert f"**Chosen: trial {runner_up}**" in detail["note"]["body"]
+    (figure,) = detail["plotly_graph_objects"]
+    traces = json.loads(figure["graph_object"])["data"]
+    assert any(t["name"] == f"trial {runner_up} (chosen)" for t in traces)
+    assert not any(t["name"] == f"trial {selection['trial']} (chosen)" for t in traces)
+
+
+def test_curves_stored_without_their_name_are_redrawn(tiny_protocol, tmp_path, monkeypatch):
+    """A figure an earlier hpsearch stored (no name in `layout.meta`) is drawn again once,
+    then left alone."""
+    from optuna_dashboard import save_plotly_graph_object
+    import plotly.graph_objects as go
+
+    from hpsearch import notes
+
+    url = _own_copy(tiny_protocol, tmp_path)
+    study = optuna.load_study(study_name="architecture@t", storage=url)
+    save_plotly_graph_object(study, go.Figure(go.Scatter(x=[1], y=[1], name="old")),
+                             graph_object_id=notes.CURVES_ID)
+    written = _system_attr_writes(study, monkeypatch)
+    notes.annotate(study)
+    assert any(key.startswith("dashboard:plot_data:learning-curves:") for key in written)
+    written.clear()
+    notes.annotate(study)
+    assert written == []
+    (figure,) = study_detail(dashboard_app(url), "architecture@t"
+                             )["plotly_graph_objects"]
+    assert all(t["name"] != "old" for t in json.loads(figure["graph_object"])["data"])
+
+
 NOTHING_TO_SEARCH = """\
 description: normalisation for the CNN only
 phase: batchnorm
