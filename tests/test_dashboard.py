@@ -192,9 +192,11 @@ def test_a_new_choice_rewrites_the_note_and_redraws_the_curves(tiny_protocol, tm
     assert not any(t["name"] == f"trial {selection['trial']} (chosen)" for t in traces)
 
 
-def test_curves_stored_without_their_name_are_redrawn(tiny_protocol, tmp_path, monkeypatch):
-    """A figure an earlier hpsearch stored (no name in `layout.meta`) is drawn again once,
-    then left alone."""
+@pytest.mark.parametrize("stored", ["unnamed", "cut short"])
+def test_curves_stored_without_their_name_are_redrawn(tiny_protocol, tmp_path, monkeypatch,
+                                                      stored):
+    """A figure an earlier hpsearch stored (no name in `layout.meta`), or one whose stored
+    JSON does not parse, is drawn again once, then left alone."""
     from optuna_dashboard import save_plotly_graph_object
     import plotly.graph_objects as go
 
@@ -204,6 +206,9 @@ def test_curves_stored_without_their_name_are_redrawn(tiny_protocol, tmp_path, m
     study = optuna.load_study(study_name="architecture@t", storage=url)
     save_plotly_graph_object(study, go.Figure(go.Scatter(x=[1], y=[1], name="old")),
                              graph_object_id=notes.CURVES_ID)
+    if stored == "cut short":
+        study._storage.set_study_system_attr(
+            study._study_id, f"dashboard:plot_data:{notes.CURVES_ID}:0", '{"data": [{"na')
     written = _system_attr_writes(study, monkeypatch)
     notes.annotate(study)
     assert any(key.startswith("dashboard:plot_data:learning-curves:") for key in written)
