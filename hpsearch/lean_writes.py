@@ -29,26 +29,25 @@ Optuna's own path, which raises or handles it exactly as Optuna does. Other data
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
-import optuna
 import sqlalchemy
 from optuna import distributions
 from optuna.storages._rdb import models as _models
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch.lean_study_attrs import LeanStudyAttrsRDBStorage
+
 _STUDIES = _models.StudyModel.__table__
 _TRIALS = _models.TrialModel.__table__
 _PARAMS = _models.TrialParamModel.__table__
 _VALUES = _models.TrialValueModel.__table__
-LEAN_DIALECTS = ("sqlite", "postgresql")
 UNFINISHED = (TrialState.RUNNING, TrialState.WAITING)
 
 
-class LeanWritesRDBStorage(optuna.storages.RDBStorage):
+class LeanWritesRDBStorage(LeanStudyAttrsRDBStorage):
     """RDBStorage whose per-trial writes take fewer statements (see the module's docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -63,22 +62,6 @@ class LeanWritesRDBStorage(optuna.storages.RDBStorage):
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
         self._stale_checked = {}
-
-    @property
-    def _lean(self) -> bool:
-        return self.engine.name in LEAN_DIALECTS
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlalchemy.engine.Connection]:
-        """One transaction; a database error is raised as Optuna's ORM raises it."""
-        try:
-            with self.engine.begin() as connection:
-                yield connection
-        except sqlalchemy.exc.IntegrityError:
-            raise
-        except sqlalchemy.exc.SQLAlchemyError as err:
-            raise optuna.exceptions.StorageInternalError(
-                "An exception is raised during the commit.") from err
 
     # --- creating a trial ----------------------------------------------------------------------
 
