@@ -85,8 +85,8 @@ def _hpsearch_worker(url, path, total, index, start, done):
     run_study(path, trials=0, storage=url)  # imports and the study's setup, before the clock
     # What a run's end imports to write the dashboard's note and curves (hpsearch/notes.py:
     # nothing to note after 0 trials), about 0.2 s once per process: before the clock too.
-    import optuna_dashboard  # noqa: F401
-    import plotly.subplots  # noqa: F401
+    import optuna_dashboard._custom_plot_data  # noqa: F401
+    import plotly.colors  # noqa: F401
     start.wait()
     run_study(path, trials=total, storage=url, worker=index + 1)
     done.put(time.perf_counter())

@@ -170,10 +170,13 @@ def _save_curves(study: optuna.Study, choice: PhaseChoice, stored: dict[str, Any
     shown = _shown_trials(study, choice)
     if not shown or _stored_curves_name(stored) == _curves_name(study, choice, shown):
         return
-    from optuna_dashboard import save_plotly_graph_object
+    from optuna_dashboard._custom_plot_data import SYSTEM_ATTR_PLOT_DATA, save_graph_object_json
 
-    save_plotly_graph_object(study, curves_figure(study, choice, shown),
-                             graph_object_id=CURVES_ID)
+    # What optuna_dashboard.save_plotly_graph_object stores (the figure's JSON, in pieces),
+    # from the JSON itself: no plotly Figure to build and validate (below).
+    save_graph_object_json(study._storage, study._study_id,
+                           f"{SYSTEM_ATTR_PLOT_DATA}{CURVES_ID}:",
+                           json.dumps(curves_figure(study, choice, shown)))
 
 
 def _curves_name(study: optuna.Study, choice: PhaseChoice, shown: list[FrozenTrial]
@@ -195,32 +198,59 @@ def _stored_curves_name(stored: dict[str, Any]) -> list[Any] | None:
         return None
 
 
-def curves_figure(study: optuna.Study, choice: PhaseChoice, shown: list[FrozenTrial]):
-    """A plotly figure of the `shown` trials (_shown_trials): one panel per metric, the chosen
-    trial thick and named."""
-    from plotly.colors import qualitative
-    from plotly.subplots import make_subplots
+def curves_figure(study: optuna.Study, choice: PhaseChoice, shown: list[FrozenTrial]
+                  ) -> dict[str, Any]:
+    """The `shown` trials' curves (_shown_trials) as plotly's figure JSON: one panel per
+    metric side by side, the chosen trial thick and named.
 
-    figure = make_subplots(rows=1, cols=2, subplot_titles=[t for _, t in CURVE_METRICS])
+    Written as JSON, not built with plotly's Figure and make_subplots: plotly validates every
+    property as it is set, 10 ms a figure, and its first figure in a process loads its
+    validators, about 80 ms more. Every worker's run ends with this drawing, so that was a
+    tenth of a second of a 30-trial run (storage_overhead.py). The JSON is the one plotly
+    wrote for this figure (template "none", its two-column subplot layout)."""
+    from plotly.colors import qualitative
+
     palette = qualitative.D3  # one colour per trial, the same in both panels
+    traces = []
     for index, trial in enumerate(shown):
         history = records.read_history(trial)
         chosen = trial.number == choice.trial
         name = f"trial {trial.number}" + (" (chosen)" if chosen else "")
-        colour = palette[index % len(palette)]
-        for col, (metric, _) in enumerate(CURVE_METRICS, start=1):
-            points = [(r.epoch, getattr(r, metric)) for r in history
+        line = {"width": 4 if chosen else 1.5, "color": palette[index % len(palette)]}
+        for panel, (metric, _) in enumerate(CURVE_METRICS, start=1):
+            points = [(r.epoch, getattr(r, metric)) for r in history  # None: not finite
                       if getattr(r, metric) is not None]
             if points:
-                figure.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points],
-                                   mode="lines", name=name, legendgroup=name,
-                                   showlegend=col == 1, row=1, col=col,
-                                   line={"width": 4 if chosen else 1.5, "color": colour})
-    figure.update_layout(template="none", title=f"Learning curves of {study.study_name}: the "
-                         "choice and its runners-up", xaxis_title="epoch",
-                         xaxis2_title="epoch", height=420,
-                         meta={"hpsearch_curves": _curves_name(study, choice, shown)})
-    return figure
+                axes = "" if panel == 1 else str(panel)
+                traces.append({"type": "scatter", "mode": "lines", "name": name,
+                               "legendgroup": name, "showlegend": panel == 1, "line": line,
+                               "x": [p[0] for p in points], "y": [p[1] for p in points],
+                               "xaxis": f"x{axes}", "yaxis": f"y{axes}"})
+    return {"data": traces, "layout": _curves_layout(study, choice, shown)}
+
+
+def _curves_layout(study: optuna.Study, choice: PhaseChoice, shown: list[FrozenTrial]
+                   ) -> dict[str, Any]:
+    """Two panels side by side with their titles above, as plotly's make_subplots(1, 2)
+    places them (0.1 of the width between them)."""
+    layout: dict[str, Any] = {
+        "template": {"data": {"scatter": [{"type": "scatter"}]}},  # plotly's "none"
+        "title": {"text": f"Learning curves of {study.study_name}: the choice and its "
+                          "runners-up"},
+        "height": 420, "annotations": [],
+        "meta": {"hpsearch_curves": _curves_name(study, choice, shown)}}
+    width = (1 - 0.1 * (len(CURVE_METRICS) - 1)) / len(CURVE_METRICS)
+    for panel, (_, title) in enumerate(CURVE_METRICS, start=1):
+        left = (panel - 1) * (width + 0.1)
+        axes = "" if panel == 1 else str(panel)
+        layout[f"xaxis{axes}"] = {"anchor": f"y{axes}", "domain": [left, left + width],
+                                  "title": {"text": "epoch"}}
+        layout[f"yaxis{axes}"] = {"anchor": f"x{axes}", "domain": [0.0, 1.0]}
+        layout["annotations"].append({
+            "text": title, "font": {"size": 16}, "showarrow": False, "x": left + width / 2,
+            "xanchor": "center", "xref": "paper", "y": 1.0, "yanchor": "bottom",
+            "yref": "paper"})
+    return layout
 
 
 def _shown_trials(study: optuna.Study, choice: PhaseChoice) -> list[FrozenTrial]:
