@@ -163,19 +163,25 @@ def fixed_settings(spec: StudySpec, objective: StudyObjective) -> dict[str, Any]
 
 def _open_study(spec, name, storage, objective) -> optuna.Study:
     fixed = fixed_settings(spec, objective)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        pruner=build_pruner(spec),
-        directions=list(spec.objective.directions),
-        load_if_exists=True,
-    )
+    study = _load_or_create(name, storage, build_pruner(spec), list(spec.objective.directions))
     stored = records.StudyFacts.of(study).fixed_settings
     if stored is None:
         _describe_study(study, spec, fixed)
     elif stored != fixed:
         raise StudyMismatchError(_mismatch_message(name, stored, fixed))
     return study
+
+
+def _load_or_create(name: str, storage, pruner: optuna.pruners.BasePruner,
+                    directions: list[str]) -> optuna.Study:
+    """The stored study, else a new one. Loaded first: Optuna's create-or-load inserts the
+    study's row and catches the duplicate key, which PostgreSQL logs as an ERROR (three lines
+    in the server's log) at every run of every worker on a study that exists."""
+    try:
+        return optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+    except KeyError:  # not stored: of two workers creating it at once, one inserts, one loads
+        return optuna.create_study(study_name=name, storage=storage, pruner=pruner,
+                                   directions=directions, load_if_exists=True)
 
 
 def _describe_study(study: optuna.Study, spec: StudySpec, fixed: dict[str, Any]) -> None:

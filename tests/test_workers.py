@@ -166,3 +166,26 @@ def test_a_trial_created_elsewhere_after_the_count_makes_the_claim_count_again(
     assert (first.state, other.state) == (TrialState.COMPLETE, TrialState.RUNNING)
     assert later and all(t.state == TrialState.FAIL and t.user_attrs["over_budget"]
                          and "history" not in t.user_attrs for t in later)
+
+
+def test_a_worker_opening_a_stored_study_does_not_try_to_create_it(write_study, studies_dir,
+                                                                   storage_url):
+    """Each worker's run loads the study and creates it only when absent: trying to insert
+    it first makes PostgreSQL log a duplicate-key ERROR at every run of every worker."""
+    from sqlalchemy.engine import Engine
+
+    from hpsearch.runner import run_study
+
+    write_study("shared", STUDY)
+    sent: list[str] = []
+    listen = lambda *args: sent.append(" ".join(args[2].split()))  # noqa: E731
+    sqlalchemy.event.listen(Engine, "before_cursor_execute", listen)
+    try:
+        run_study("shared", storage=storage_url, studies_dir=studies_dir, trials=0)
+        created, sent[:] = list(sent), []
+        run_study("shared", storage=storage_url, studies_dir=studies_dir, trials=0)
+    finally:
+        sqlalchemy.event.remove(Engine, "before_cursor_execute", listen)
+    inserts = [s for s in created + sent if s.startswith("INSERT INTO studies ")]
+    assert len(inserts) == 1 and inserts[0] in created  # the first run creates it, once
+    assert len(optuna.get_all_study_names(storage_url)) == 1
