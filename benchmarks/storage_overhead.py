@@ -17,6 +17,11 @@ trials: the cost one worker pays), per epoch, and trials/s over all workers.
 
     python benchmarks/storage_overhead.py [--trials-per-worker 30] [--epochs 20]
         [--postgres postgresql+psycopg://user:password@127.0.0.1:5432/postgres] [--durable]
+        [--repeats 5]
+
+--repeats N runs each row N times, its arms alternating, and prints the median run with
+the range of ms/epoch: on a shared machine one run of a row moved by a quarter within the
+hour (README, Storage).
 
 --durable adds a third PostgreSQL arm: hpsearch with durable commits (the URL's
 `options=-c synchronous_commit=on`, which hpsearch's sessions turn off; hpsearch/storage.py).
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -146,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres", default=os.environ.get("HPSEARCH_TEST_POSTGRES_URL"))
     parser.add_argument("--durable", action="store_true",
                         help="PostgreSQL: also hpsearch with commits that wait for the disk")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each row, its arms alternating; the median is printed")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     os.environ.setdefault("HPSEARCH_TORCH_THREADS", "1")
@@ -153,36 +161,55 @@ def main(argv: list[str] | None = None) -> None:
     if args.postgres:
         backends.append(("PostgreSQL", args.postgres_workers))
     print(f"{args.trials_per_worker} trials per worker, {args.epochs} epochs a trial, "
-          f"{os.cpu_count()} CPU cores; ms/trial = wall x workers / trials")
+          f"{os.cpu_count()} CPU cores; ms/trial = wall x workers / trials"
+          + (f"; the median of {args.repeats} runs, ms/epoch's range after it"
+             if args.repeats > 1 else ""))
     print(f"{'storage':<12}{'workers':>8}{'arm':>10}{'ms/trial':>10}{'ms/epoch':>10}"
-          f"{'trials/s':>10}{'hpsearch/plain':>16}")
+          f"{'trials/s':>10}{'hpsearch/plain':>16}" + (f"{'ms/epoch range':>18}"
+                                                        if args.repeats > 1 else ""))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "bench_fit.py").write_text(FIT_HOOK)
         for backend, worker_counts in backends:
             for workers in worker_counts:
-                seconds = {}
                 durable = backend == "PostgreSQL" and args.durable
-                for arm in ("plain", "hpsearch") + (("durable",) if durable else ()):
-                    if backend == "SQLite":
-                        url, drop = f"sqlite:///{folder / uuid.uuid4().hex}.db", (lambda: None)
-                    else:
-                        url, drop = _postgres_database(args.postgres)
-                    if arm == "durable":
-                        url = _with_durable_commits(url)
-                    try:
-                        seconds[arm] = _row("plain" if arm == "plain" else "hpsearch", url,
-                                            workers, args.trials_per_worker, args.epochs,
-                                            folder)
-                    finally:
-                        drop()
-                    trials = workers * args.trials_per_worker
-                    per_trial = seconds[arm] * workers / trials * 1000
-                    ratio = (f"{seconds[arm] / seconds['plain']:.2f}"
-                             if arm != "plain" else "")
-                    print(f"{backend:<12}{workers:>8}{arm:>10}{per_trial:>10.1f}"
-                          f"{per_trial / args.epochs:>10.2f}{trials / seconds[arm]:>10.1f}"
-                          f"{ratio:>16}", flush=True)
+                arms = ("plain", "hpsearch") + (("durable",) if durable else ())
+                runs = {arm: [] for arm in arms}
+                for _ in range(args.repeats):  # the arms alternate: a slow spell hits both
+                    for arm in arms:
+                        runs[arm].append(_seconds(backend, arm, workers, args, folder))
+                for arm in arms:
+                    _print_row(backend, workers, arm, runs[arm], runs["plain"], args)
+
+
+def _seconds(backend: str, arm: str, workers: int, args, folder: Path) -> float:
+    """One run of one row's arm, in a storage of its own."""
+    if backend == "SQLite":
+        url, drop = f"sqlite:///{folder / uuid.uuid4().hex}.db", (lambda: None)
+    else:
+        url, drop = _postgres_database(args.postgres)
+    if arm == "durable":
+        url = _with_durable_commits(url)
+    try:
+        return _row("plain" if arm == "plain" else "hpsearch", url, workers,
+                    args.trials_per_worker, args.epochs, folder)
+    finally:
+        drop()
+
+
+def _print_row(backend: str, workers: int, arm: str, seconds: list[float],
+               plain: list[float], args) -> None:
+    trials = workers * args.trials_per_worker
+    wall = statistics.median(seconds)
+    per_trial = wall * workers / trials * 1000
+    ratio = f"{wall / statistics.median(plain):.2f}" if arm != "plain" else ""
+    spread = ""
+    if len(seconds) > 1:
+        per_epoch = sorted(s * workers / trials * 1000 / args.epochs for s in seconds)
+        spread = f"{per_epoch[0]:.2f}-{per_epoch[-1]:.2f}".rjust(18)
+    print(f"{backend:<12}{workers:>8}{arm:>10}{per_trial:>10.1f}"
+          f"{per_trial / args.epochs:>10.2f}{trials / wall:>10.1f}{ratio:>16}{spread}",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -266,6 +266,16 @@ def test_storage_overhead_prints_both_arms_side_by_side_and_drops_its_databases(
     assert left == 0
 
 
+def test_storage_overhead_repeats_a_row_and_prints_its_median_with_the_range():
+    rows = _storage_rows("--trials-per-worker", "2", "--epochs", "2", "--workers", "1",
+                         "--repeats", "3", "--postgres", "")  # SQLite's rows alone
+    assert [(r[0], r[1], r[2]) for r in rows] == [("SQLite", "1", "plain"),
+                                                  ("SQLite", "1", "hpsearch")]
+    for row in rows:
+        low, high = (float(x) for x in row[-1].split("-"))
+        assert low <= float(row[4]) <= high  # the median run's ms/epoch, within the runs'
+
+
 def test_worker_scaling_prints_trials_per_second_against_one_job(capsys):
     load_benchmark("worker_scaling").main(["--jobs", "1", "--trials", "2", "--epochs", "1",
                                            "--no-every-core"])
