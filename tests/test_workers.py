@@ -189,3 +189,24 @@ def test_a_worker_opening_a_stored_study_does_not_try_to_create_it(write_study, 
     inserts = [s for s in created + sent if s.startswith("INSERT INTO studies ")]
     assert len(inserts) == 1 and inserts[0] in created  # the first run creates it, once
     assert len(optuna.get_all_study_names(storage_url)) == 1
+
+
+def test_a_study_created_by_another_worker_between_the_load_and_the_create_is_loaded(
+        write_study, studies_dir, tmp_path, monkeypatch):
+    """Two workers starting a new study at once: both find it absent, one creates it; the
+    other's create finds it stored and loads it (Optuna's create-or-load), trials kept."""
+    from hpsearch.runner import run_study
+
+    write_study("shared", STUDY)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    run_study("shared", storage=url, studies_dir=studies_dir, trials=1)
+
+    def absent(*args, **kwargs):  # as the other worker saw it, an instant before
+        raise KeyError("Record does not exist.")
+
+    monkeypatch.setattr(optuna, "load_study", absent)
+    run_study("shared", storage=url, studies_dir=studies_dir, trials=2)
+    monkeypatch.undo()
+    assert optuna.get_all_study_names(url) == ["shared"]
+    trials = optuna.load_study(study_name="shared", storage=url).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
