@@ -45,16 +45,34 @@ class LeanStudyAttrsRDBStorage(optuna.storages.RDBStorage):
         return self.engine.name in LEAN_DIALECTS
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlalchemy.engine.Connection]:
-        """One transaction; a database error is raised as Optuna's ORM raises it."""
+    def _transaction(self, one_statement: bool = False) -> Iterator[sqlalchemy.engine.Connection]:
+        """One transaction; a database error is raised as Optuna's ORM raises it. With
+        `one_statement`, the block sends a single statement (see `_one_statement`)."""
         try:
-            with self.engine.begin() as connection:
+            with self._one_statement() if one_statement else self.engine.begin() as connection:
                 yield connection
         except sqlalchemy.exc.IntegrityError:
             raise
         except sqlalchemy.exc.SQLAlchemyError as err:
             raise optuna.exceptions.StorageInternalError(
                 "An exception is raised during the commit.") from err
+
+    @contextlib.contextmanager
+    def _one_statement(self) -> Iterator[sqlalchemy.engine.Connection]:
+        """A connection for a block that sends a single SQL statement, committed when it
+        returns. On PostgreSQL the statement commits by itself (autocommit): in a transaction,
+        psycopg sends BEGIN before it and COMMIT or ROLLBACK after, three round trips for one
+        (a one-column read: 0.43 ms against 0.21 on this machine), and each ROLLBACK also
+        drops the connection's prepared statements (DEALLOCATE ALL, then parsed again). One
+        statement is atomic and reads one snapshot either way (READ COMMITTED), so nothing a
+        caller sees changes. The pool gives the connection back in its default mode.
+        Elsewhere: one transaction (SQLite's driver begins one only at a write)."""
+        if self.engine.name != "postgresql":
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
         return self._read_attrs(_USER, study_id) or super().get_study_user_attrs(study_id)
@@ -76,7 +94,7 @@ class LeanStudyAttrsRDBStorage(optuna.storages.RDBStorage):
             return {}
         query = sqlalchemy.select(table.c.key, table.c.value_json).where(
             table.c.study_id == study_id)
-        with self._transaction() as connection:
+        with self._transaction(one_statement=True) as connection:
             return {row.key: json.loads(row.value_json) for row in connection.execute(query)}
 
     def _upsert(self, table: sqlalchemy.Table, study_id: int, key: str, value: Any) -> bool:
@@ -92,5 +110,5 @@ class LeanStudyAttrsRDBStorage(optuna.storages.RDBStorage):
             index_elements=[table.c.study_id, table.c.key],
             set_={"value_json": insert.excluded.value_json},
         ).returning(table.c.key)  # psycopg counts no rows of an INSERT ... SELECT
-        with self._transaction() as connection:
+        with self._transaction(one_statement=True) as connection:
             return connection.execute(statement).first() is not None

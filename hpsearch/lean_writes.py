@@ -103,7 +103,7 @@ class LeanWritesRDBStorage(LeanStudyAttrsRDBStorage):
             ["trial_id", "param_name", "param_value", "distribution_json"], row,
         ).returning(_PARAMS.c.param_id)  # psycopg counts no rows of an INSERT ... SELECT
         try:
-            with self._transaction() as connection:
+            with self._transaction(one_statement=True) as connection:
                 stored = connection.execute(insert).first()
         except sqlalchemy.exc.IntegrityError:
             return  # set before (a retried call): Optuna ignores the second insert too
@@ -131,7 +131,7 @@ class LeanWritesRDBStorage(LeanStudyAttrsRDBStorage):
         update = (sqlalchemy.update(_TRIALS)
                   .where(_TRIALS.c.trial_id == trial_id, _TRIALS.c.state == TrialState.WAITING)
                   .values(state=TrialState.RUNNING, datetime_start=datetime.now()))
-        with self._transaction() as connection:
+        with self._transaction(one_statement=True) as connection:
             return connection.execute(update).rowcount == 1
 
     def finish_trial(self, trial_id: int, state: TrialState, values: Any) -> datetime | None:

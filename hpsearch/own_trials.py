@@ -230,14 +230,14 @@ class OwnTrialsRDBStorage(LeanWritesRDBStorage):
             above = _TRIALS.c.trial_id > trial_id_greater_than
             query = query.where(sqlalchemy.or_(_TRIALS.c.trial_id.in_(included), above)
                                 if included else above)
-        with self.engine.connect() as connection:
+        with self._one_statement() as connection:
             return {row.trial_id: TrialState(row.state) for row in connection.execute(query)}
 
     def _state_of(self, trial_id: int) -> TrialState | None:
         return self._read_column(trial_id, _TRIALS.c.state)
 
     def _read_column(self, trial_id: int, column) -> Any:
-        with self.engine.connect() as connection:
+        with self._one_statement() as connection:
             return connection.execute(
                 sqlalchemy.select(column).where(_TRIALS.c.trial_id == trial_id)).scalar()
 

@@ -425,7 +425,7 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
         if heartbeating:
             beats = _models.TrialHeartbeatModel.__table__
             count = count.where(_TRIALS.c.trial_id.in_(sqlalchemy.select(beats.c.trial_id)))
-        with self.engine.connect() as connection:  # no ORM session: a third of the time
+        with self._one_statement() as connection:  # no ORM session: a third of the time
             return connection.execute(count).scalar_one()
 
     def count_trials_and_last_number(self, study_id: int, states: tuple[TrialState, ...]
@@ -437,7 +437,7 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
             sqlalchemy.func.coalesce(sqlalchemy.func.sum(in_states), 0),
             sqlalchemy.func.coalesce(sqlalchemy.func.max(_TRIALS.c.number), -1),
         ).where(_TRIALS.c.study_id == study_id)
-        with self.engine.connect() as connection:
+        with self._one_statement() as connection:
             counted, last_number = connection.execute(query).one()
         return int(counted), int(last_number)
 
@@ -451,7 +451,7 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
         beats = _models.TrialHeartbeatModel.__table__
         now = sqlalchemy.func.current_timestamp()  # the clock stale trials are judged by
         insert = upsert(beats).values(trial_id=trial_id, heartbeat=now)
-        with self.engine.begin() as connection:
+        with self._one_statement() as connection:
             connection.execute(insert.on_conflict_do_update(index_elements=[beats.c.trial_id],
                                                             set_={"heartbeat": now}))
 
@@ -459,7 +459,7 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
         """Whether the trial's worker records heartbeats (so its death can be told)."""
         beats = _models.TrialHeartbeatModel.__table__
         query = sqlalchemy.select(beats.c.trial_id).where(beats.c.trial_id == trial_id)
-        with self.engine.connect() as connection:
+        with self._one_statement() as connection:
             return connection.execute(query.limit(1)).first() is not None
 
 
