@@ -92,6 +92,31 @@ def test_an_own_running_trial_is_read_in_one_narrow_query(storage_url):
     assert len(statements) == 2  # the states of what Optuna's cache asks for, nothing more
 
 
+def _state_reads(statements: list[str]) -> int:
+    """The one-trial state checks among `statements` (not the listings of several trials)."""
+    return sum(" ".join(s.split()).startswith("SELECT trials.state FROM") for s in statements)
+
+
+def test_only_the_creating_asks_read_skips_the_state_check(storage_url, monkeypatch):
+    """Optuna's `ask` reads the trial it just created: that read is served as created; every
+    later read checks the state, and so does a first read later than JUST_CREATED_S."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    statements = []
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
+                            lambda *args: statements.append(args[2]))
+    trial = study.ask()
+    assert _state_reads(statements) == 0
+    assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+    assert _state_reads(statements) == 1
+    _afresh(storage_url).set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    assert storage.get_trial(trial._trial_id).state == TrialState.FAIL
+    monkeypatch.setattr("hpsearch.own_trials.JUST_CREATED_S", 0.0)  # read "too late"
+    statements.clear()
+    study.ask()
+    assert _state_reads(statements) == 1
+
+
 def test_the_copies_handed_out_are_the_callers_own(storage_url):
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage, direction="maximize")
