@@ -33,7 +33,8 @@ LEAN_DIALECTS = ("sqlite", "postgresql")
 _STUDIES = _models.StudyModel.__table__
 _USER = _models.StudyUserAttributeModel.__table__
 _SYSTEM = _models.StudySystemAttributeModel.__table__
-_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# Each lean dialect's INSERT, which has ON CONFLICT DO UPDATE.
+DIALECT_INSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
 class LeanStudyAttrsRDBStorage(optuna.storages.RDBStorage):
@@ -104,7 +105,7 @@ class LeanStudyAttrsRDBStorage(optuna.storages.RDBStorage):
         study_exists = sqlalchemy.exists().where(_STUDIES.c.study_id == study_id)
         row = sqlalchemy.select(sqlalchemy.literal(study_id), sqlalchemy.literal(key),
                                 sqlalchemy.literal(json.dumps(value))).where(study_exists)
-        insert = _INSERT[self.engine.name](table).from_select(
+        insert = DIALECT_INSERT[self.engine.name](table).from_select(
             ["study_id", "key", "value_json"], row)
         statement = insert.on_conflict_do_update(
             index_elements=[table.c.study_id, table.c.key],

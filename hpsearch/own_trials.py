@@ -39,7 +39,6 @@ import threading
 import time
 from typing import Any, Container
 
-import optuna
 import sqlalchemy
 from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models as _models

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import socket
 import threading
@@ -36,8 +35,9 @@ from optuna.trial import TrialState
 from sqlalchemy.dialects import postgresql as _postgresql
 from sqlalchemy.dialects import sqlite as _sqlite
 
+from hpsearch import pg_writes
 from hpsearch.errors import StorageError
-from hpsearch.lean_writes import _PARAMS, _TRIALS
+from hpsearch.lean_writes import _TRIALS, _intermediate
 from hpsearch.own_trials import OwnTrialsRDBStorage
 
 # How long (s) a storage call keeps retrying: a restart takes ~3 s, a failover ~30 s.
@@ -216,25 +216,8 @@ def _cut(dbapi_connection) -> None:
         pass
 
 
-def _intermediate(trial_id: int, step: int, value: float) -> dict[str, Any]:
-    """A row of Optuna's intermediate-values table, stored as Optuna stores it (inf, NaN)."""
-    stored, kind = _models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-    return {"trial_id": trial_id, "step": step, "intermediate_value": stored,
-            "intermediate_value_type": kind}
-
-
-# The dialects whose INSERT ... ON CONFLICT DO UPDATE stores many attributes in one statement.
+# The dialects whose heartbeat is one INSERT ... ON CONFLICT DO UPDATE.
 _UPSERTS = {"sqlite": _sqlite.insert, "postgresql": _postgresql.insert}
-
-
-@functools.cache
-def _attrs_upsert_statement(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (trial, key) DO UPDATE of user attributes, built once: building
-    it took 0.7 ms, as long as running it on SQLite."""
-    table = _models.TrialUserAttributeModel.__table__
-    insert = _UPSERTS[dialect](table)
-    return insert.on_conflict_do_update(index_elements=[table.c.trial_id, table.c.key],
-                                        set_={"value_json": insert.excluded.value_json})
 
 
 class ResilientRDBStorage(OwnTrialsRDBStorage):
@@ -330,7 +313,16 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
                             values: dict[int, float], user_attrs: dict[str, Any]) -> None:
         """SQLAlchemy Core, no ORM session: the trial's state read as one column, then one
         executemany per table (an ORM session and the trial's object took half the time of
-        a 20-epoch trial's last flush, benchmarks/trial_overhead.py)."""
+        a 20-epoch trial's last flush, benchmarks/trial_overhead.py); on PostgreSQL the read
+        and the writes are one statement (pg_writes.py)."""
+        if self.engine.name == "postgresql":
+            with self._transaction(one_statement=True) as connection:
+                found = connection.execute(pg_writes.REPORTS, pg_writes.reports_parameters(
+                    trial_id, params, values, user_attrs)).scalar()
+            if found is None:
+                raise KeyError(_models.NOT_FOUND_MSG)
+            self.check_trial_is_updatable(trial_id, TrialState[found])  # nothing written
+            return
         state = _TRIALS.c.state
         with self._transaction() as connection:
             found = connection.execute(
@@ -338,23 +330,7 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
             if found is None:
                 raise KeyError(_models.NOT_FOUND_MSG)
             self.check_trial_is_updatable(trial_id, TrialState(found))
-            self._insert_reports(connection, trial_id, params, values, user_attrs)
-
-    def _insert_reports(self, connection: sqlalchemy.engine.Connection, trial_id: int,
-                        params: list[tuple[str, float, Any]], values: dict[int, float],
-                        user_attrs: dict[str, Any]) -> None:
-        if params:
-            connection.execute(sqlalchemy.insert(_PARAMS), [
-                {"trial_id": trial_id, "param_name": name, "param_value": value,
-                 "distribution_json": optuna.distributions.distribution_to_json(dist)}
-                for name, value, dist in params])
-        if values:
-            connection.execute(sqlalchemy.insert(_models.TrialIntermediateValueModel),
-                               [_intermediate(trial_id, s, v) for s, v in values.items()])
-        if user_attrs:  # every attribute in one upsert (Optuna: a read and a write each)
-            connection.execute(_attrs_upsert_statement(self.engine.name), [
-                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                for key, value in user_attrs.items()])
+            self._insert_rows(connection, trial_id, params, values, user_attrs)
 
     def hold_for_finish(self, trial_id: int, values: dict[int, float],
                         user_attrs: dict[str, Any]) -> bool:
@@ -375,10 +351,8 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
         self.reported(trial_id, values, user_attrs)
         return True
 
-    def _store_with_finish(self, connection: sqlalchemy.engine.Connection,
-                           trial_id: int) -> None:
-        values, user_attrs = self._for_finish.get(trial_id, ({}, {}))
-        self._insert_reports(connection, trial_id, [], values, user_attrs)
+    def _held_for_finish(self, trial_id: int) -> tuple[dict[int, float], dict[str, Any]]:
+        return self._for_finish.get(trial_id, ({}, {}))
 
     def finish_trial(self, trial_id: int, state: TrialState,
                      values: Any) -> datetime | None:

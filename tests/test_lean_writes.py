@@ -46,6 +46,12 @@ def test_created_given_params_and_finished_as_optunas_orm_stores_them(storage_ur
     assert stored.datetime_complete == storage.get_trial(trial._trial_id).datetime_complete
 
 
+def _flush(storage) -> list[str]:
+    """A flush's statements: the trial's state read, then one INSERT a table written; on
+    PostgreSQL all of them one statement (pg_writes.py)."""
+    return ["WITH"] if storage.engine.name == "postgresql" else ["SELECT", "INSERT", "INSERT"]
+
+
 def test_each_write_takes_the_fewest_statements(storage_url):
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage)
@@ -57,8 +63,10 @@ def test_each_write_takes_the_fewest_statements(storage_url):
     storage._set_trial_param(trial, "x", 0.5, distribution, distribution)
     param, sent[:] = list(sent), []
     storage.set_trial_state_values(trial, TrialState.COMPLETE, [1.0])
-    lock = ["SELECT"] if storage.engine.name == "postgresql" else []  # the study's row lock
-    assert (created, param, sent) == (lock + ["INSERT"], ["INSERT"], ["UPDATE", "INSERT"])
+    postgres = storage.engine.name == "postgresql"
+    lock = ["SELECT"] if postgres else []  # the study's row lock
+    finish = ["WITH"] if postgres else ["UPDATE", "INSERT"]  # pg_writes.py: one statement
+    assert (created, param, sent) == (lock + ["INSERT"], ["INSERT"], finish)
 
 
 def test_finished_and_missing_trials_are_refused_as_optuna_refuses_them(storage_url):
@@ -86,7 +94,7 @@ def test_a_flush_of_reports_is_three_statements_stored_as_optuna_stores_them(sto
     sent = _statements(storage)
     storage.write_reports(trial._trial_id, {1: 0.25, 2: math.inf},
                           {"history": [{"epoch": 1}], "key": (1, 2)})
-    assert sent == ["SELECT", "INSERT", "INSERT"]  # the trial's state, values, attributes
+    assert sent == _flush(storage)  # the trial's state, values, attributes
     sent[:] = []
     storage.write_reports(trial._trial_id, {2: 0.5, 3: 0.75}, {"key": "again"})  # 2: stored
     stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
@@ -118,8 +126,9 @@ def test_held_parameters_are_stored_with_the_next_flush_in_its_transaction(stora
         assert "INSERT" not in sent and trial.params["depth"] in range(1, 5)  # the sampler reads
         sent[:] = []
         storage.write_reports(trial._trial_id, {}, {"config": {"depth": 2}})
-        assert sent == ["SELECT", "INSERT", "INSERT"]  # the state, the params, the attribute
-    assert len(sent) == 3  # nothing left to store on leaving
+        assert sent == _flush(storage)  # the state, the params, the attribute
+        sent[:] = []
+    assert sent == []  # nothing left to store on leaving
     stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
     assert (stored.params, stored.distributions) == (trial.params, trial.distributions)
     assert study._storage.get_trial(trial._trial_id).params == trial.params  # own memory
@@ -276,9 +285,10 @@ def test_a_trials_last_reports_are_stored_by_the_transaction_that_finishes_it(st
     sent[:] = []
     study.tell(trial, 0.75 if state == TrialState.COMPLETE else None, state=state)
     # The guarded UPDATE (the state check), the steps, the attributes, the value: one
-    # transaction, no read of the state before it.
-    assert [s for s in sent if s in ("UPDATE", "INSERT")] == ["UPDATE", "INSERT", "INSERT",
-                                                               "INSERT"]
+    # transaction (on PostgreSQL one statement), no read of the state before it.
+    assert [s for s in sent if s in ("UPDATE", "INSERT", "WITH")] == (
+        ["WITH"] if storage.engine.name == "postgresql" else ["UPDATE", "INSERT", "INSERT",
+                                                              "INSERT"])
     stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
     assert (stored.state, stored.value) == (state, 0.75)
     assert stored.intermediate_values == {1: 0.25, 2: 0.5, 3: 0.75}
@@ -317,3 +327,20 @@ def test_last_reports_are_stored_when_the_finish_falls_back_to_optunas_path(stor
     assert (stored.state, stored.value) == (TrialState.COMPLETE, 0.75)
     assert stored.intermediate_values == {1: 0.25, 2: 0.5, 3: 0.75}
     assert len(stored.user_attrs["history"]) == 3
+
+
+def test_reports_with_no_finite_value_are_stored_as_optuna_stores_them(storage_url):
+    """Only NaN and infinities: every stored value NULL (on PostgreSQL an array of NULLs
+    whose type the statement gives, pg_writes.py), the kind saying which."""
+    storage = open_storage(storage_url)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    storage.write_reports(trial._trial_id, {1: math.nan, 2: math.inf}, {})
+    assert storage.hold_for_finish(trial._trial_id, {3: -math.inf}, {"reason": None})
+    storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [math.inf])
+    stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
+    assert math.isnan(stored.intermediate_values[1])
+    assert {k: v for k, v in stored.intermediate_values.items() if k > 1} == {
+        2: math.inf, 3: -math.inf}
+    assert (stored.state, stored.values, stored.user_attrs) == (TrialState.COMPLETE,
+                                                                [math.inf], {"reason": None})
