@@ -313,10 +313,12 @@ class StudyObjective:
         single = len(metrics) == 1  # Optuna cannot prune multi-objective trials
         prunable = single and self.spec.pruner.name != "none"
 
+        written: list[dict] = []  # the history as written (JSON-safe)
+
         def on_epoch(record: dict) -> None:
             interrupt.check()  # a user's fit hook or Lightning: the epoch is the safe point
             history.append(record)
-            records.write_history(reports, history)  # written with the next flush
+            records.append_history(reports, written, record)  # written with the next flush
             if self.epoch_listener is not None:
                 self.epoch_listener(reports.trial.number, record)
             if not single:

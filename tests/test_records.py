@@ -129,3 +129,24 @@ def test_a_retry_does_not_take_over_the_failed_run_s_outcome():
     assert {records.ERROR, records.HISTORY, records.CRITERIA, records.REASON} <= set(
         records.NOT_INHERITED_BY_RETRY)
     assert records.CONFIG not in records.NOT_INHERITED_BY_RETRY
+
+
+def test_a_history_appended_epoch_by_epoch_is_written_as_the_whole_history_is():
+    epochs = [{"epoch": 1, "train_loss": math.nan, "val_acc": 0.5},
+              {"epoch": 2, "train_loss": 0.25, "val_acc": math.inf}]
+
+    class Kept:  # a writer that keeps each value as given (as Optuna's in-memory storage)
+        def __init__(self):
+            self.given = []
+
+        def set_user_attr(self, key, value):
+            self.given.append((key, value))
+
+    whole, appended, written = Kept(), Kept(), []
+    for epoch in range(1, len(epochs) + 1):
+        records.write_history(whole, epochs[:epoch])
+        records.append_history(appended, written, epochs[epoch - 1])
+    assert appended.given == whole.given  # each epoch's write as it was, not grown later
+    assert appended.given[-1] == (records.HISTORY, [
+        {"epoch": 1, "train_loss": None, "val_acc": 0.5},
+        {"epoch": 2, "train_loss": 0.25, "val_acc": None}])
