@@ -6,7 +6,8 @@ check every epoch, the history and criteria stored with each trial), the two arm
 alternating over a few rounds. Prints seconds per trial for both and the overhead: the
 median of the rounds' ratios (each round's two arms ran back to back, so a machine that
 slows down for a while moves both; the mean of all rounds moved by 5 points from run to run
-on this shared 2-core machine).
+on this shared 2-core machine), and their mean with its standard error, which says whether
+a difference of a few points is inside the rounds' noise.
 
     python benchmarks/trial_overhead.py [--epochs 20] [--trials 10] [--rounds 10]
     python benchmarks/trial_overhead.py --device cuda      # where a GPU epoch is milliseconds
@@ -95,6 +96,16 @@ def study_seconds(settings: dict, trials: int, folder: Path,
     return (timed[-1].datetime_complete - timed[0].datetime_start).total_seconds() / trials
 
 
+def _mean_and_error(ratios: list[float]) -> str:
+    """The rounds' mean overhead with its standard error (points): whether a target such as
+    10% is inside the rounds' noise (two standard errors) or clear of it."""
+    mean = statistics.fmean(ratios)
+    if len(ratios) < 2:
+        return f"{mean:+.1%}"
+    error = statistics.stdev(ratios) / len(ratios) ** 0.5
+    return f"{mean:+.1%} +/- {error * 100:.1f} points"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'train() alone':<28}{bare:>8.3f} s/trial")
     print(f"{'run_study (Optuna, storage)':<28}{hpsearch:>8.3f} s/trial")
     print(f"overhead: {statistics.median(ratios):+.0%} (median of the rounds; "
-          f"{min(ratios):+.0%} to {max(ratios):+.0%}), "
+          f"{min(ratios):+.0%} to {max(ratios):+.0%}; mean {_mean_and_error(ratios)}), "
           f"{(hpsearch - bare) / args.epochs * 1000:.2f} ms an epoch")
     print(f"SQL statements: {counter.statements / (args.rounds * args.trials):.1f} a trial "
           "(the run's own start and end included)")

@@ -206,11 +206,13 @@ def test_benchmark_variants_exist():
 
 
 def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):
-    load_benchmark("trial_overhead").main(["--epochs", "2", "--trials", "2"])
+    load_benchmark("trial_overhead").main(["--epochs", "2", "--trials", "2", "--rounds", "2"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("train() alone") and lines[1].endswith("s/trial")
     assert lines[2].startswith("run_study (Optuna, storage)")
     assert lines[3].startswith("overhead: ")
+    mean = re.search(r"mean ([+-][\d.]+)% \+/- ([\d.]+) points", lines[3])  # 2 rounds: an error
+    assert mean is not None and float(mean.group(2)) >= 0
     statements = float(lines[4].split()[2])  # counted by SQLAlchemy, not timed
     assert lines[4].startswith("SQL statements: ") and 20 < statements < 500
 
