@@ -185,7 +185,7 @@ class LeanWritesRDBStorage(LeanStudyAttrsRDBStorage):
                 for name, value, dist in params])
         if reports:
             connection.execute(sqlalchemy.insert(_models.TrialIntermediateValueModel),
-                               [_intermediate(trial_id, s, v) for s, v in reports.items()])
+                               [intermediate_row(trial_id, s, v) for s, v in reports.items()])
         if user_attrs:  # every attribute in one upsert (Optuna: a read and a write each)
             connection.execute(_attrs_upsert_statement(self.engine.name), [
                 {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
@@ -226,7 +226,7 @@ def _unfinished(trial_id: int) -> sqlalchemy.Exists:
                                      _TRIALS.c.state.in_(UNFINISHED))
 
 
-def _intermediate(trial_id: int, step: int, value: float) -> dict[str, Any]:
+def intermediate_row(trial_id: int, step: int, value: float) -> dict[str, Any]:
     """A row of Optuna's intermediate-values table, stored as Optuna stores it (inf, NaN)."""
     stored, kind = _models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
     return {"trial_id": trial_id, "step": step, "intermediate_value": stored,

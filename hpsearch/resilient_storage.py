@@ -37,7 +37,7 @@ from sqlalchemy.dialects import sqlite as _sqlite
 
 from hpsearch import pg_writes
 from hpsearch.errors import StorageError
-from hpsearch.lean_writes import _TRIALS, _intermediate
+from hpsearch.lean_writes import _TRIALS, intermediate_row
 from hpsearch.own_trials import OwnTrialsRDBStorage
 
 # How long (s) a storage call keeps retrying: a restart takes ~3 s, a failover ~30 s.
@@ -382,7 +382,7 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
             self.check_trial_is_updatable(trial_id, trial.state)
             if values:  # one executemany, not an ORM object (and a RETURNING) per row
                 session.execute(sqlalchemy.insert(_models.TrialIntermediateValueModel),
-                                [_intermediate(trial_id, s, v) for s, v in values.items()])
+                                [intermediate_row(trial_id, s, v) for s, v in values.items()])
             for key, value in user_attrs.items():
                 self._set_trial_attr_without_commit(
                     session, _models.TrialUserAttributeModel, trial_id, key, value)
