@@ -224,12 +224,17 @@ def curves_figure(study: optuna.Study, choice: PhaseChoice, shown: list[FrozenTr
             points = [(r.epoch, getattr(r, metric)) for r in history  # None: not finite
                       if getattr(r, metric) is not None]
             if points:
-                axes = "" if panel == 1 else str(panel)
+                axes = _axes(panel)
                 traces.append({"type": "scatter", "mode": "lines", "name": name,
                                "legendgroup": name, "showlegend": panel == 1, "line": line,
                                "x": [p[0] for p in points], "y": [p[1] for p in points],
                                "xaxis": f"x{axes}", "yaxis": f"y{axes}"})
     return {"data": traces, "layout": _curves_layout(study, choice, shown)}
+
+
+def _axes(panel: int) -> str:
+    """The suffix of a panel's axes in plotly's JSON: x and y, then x2 and y2, ..."""
+    return "" if panel == 1 else str(panel)
 
 
 def _curves_layout(study: optuna.Study, choice: PhaseChoice, shown: list[FrozenTrial]
@@ -245,7 +250,7 @@ def _curves_layout(study: optuna.Study, choice: PhaseChoice, shown: list[FrozenT
     width = (1 - 0.1 * (len(CURVE_METRICS) - 1)) / len(CURVE_METRICS)
     for panel, (_, title) in enumerate(CURVE_METRICS, start=1):
         left = (panel - 1) * (width + 0.1)
-        axes = "" if panel == 1 else str(panel)
+        axes = _axes(panel)
         layout[f"xaxis{axes}"] = {"anchor": f"y{axes}", "domain": [left, left + width],
                                   "title": {"text": "epoch"}}
         layout[f"yaxis{axes}"] = {"anchor": f"x{axes}", "domain": [0.0, 1.0]}

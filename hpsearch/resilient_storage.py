@@ -32,11 +32,10 @@ from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models as _models
 from optuna.storages._rdb import storage as _rdb
 from optuna.trial import TrialState
-from sqlalchemy.dialects import postgresql as _postgresql
-from sqlalchemy.dialects import sqlite as _sqlite
 
 from hpsearch import pg_writes
 from hpsearch.errors import StorageError
+from hpsearch.lean_study_attrs import DIALECT_INSERT
 from hpsearch.lean_writes import _TRIALS, intermediate_row
 from hpsearch.own_trials import OwnTrialsRDBStorage
 
@@ -214,10 +213,6 @@ def _cut(dbapi_connection) -> None:
             duplicate.shutdown(socket.SHUT_RDWR)
     except Exception:  # noqa: BLE001 - closed meanwhile: nothing left to cut
         pass
-
-
-# The dialects whose heartbeat is one INSERT ... ON CONFLICT DO UPDATE.
-_UPSERTS = {"sqlite": _sqlite.insert, "postgresql": _postgresql.insert}
 
 
 class ResilientRDBStorage(OwnTrialsRDBStorage):
@@ -418,7 +413,7 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
     def record_heartbeat(self, trial_id: int) -> None:
         """The trial's heartbeat at the database's clock, in one upsert (Optuna reads the row,
         then inserts it or reads it again for update, reads the clock and writes it)."""
-        upsert = _UPSERTS.get(self.engine.name)
+        upsert = DIALECT_INSERT.get(self.engine.name)  # one INSERT ... ON CONFLICT DO UPDATE
         if upsert is None:
             super().record_heartbeat(trial_id)
             return
