@@ -44,23 +44,32 @@ def choose(trials: Sequence[FrozenTrial], spec) -> PhaseChoice | None:
         trial=choice.trial,
         config=read_config(trial),
         criteria=read_criteria(trial).to_dict(),
-        params=dict(trial.params),
+        params=_params_of(trial),
         reason=choice.reason,
         main_criterion=criteria[0].name,
         kept_baseline=choice.kept_baseline,
         steps=choice.steps,
         why=choice.why,
-        runners_up=[{**r, "params": dict(by_number[r["trial"]].params)}
+        runners_up=[{**r, "params": _params_of(by_number[r["trial"]])}
                     for r in choice.runners_up],
         eliminated=_eliminated(trials),
         extra_epochs=_extra_epochs(pool, choice.trial),
     )
 
 
+def _params_of(trial: FrozenTrial) -> dict:
+    """The trial's parameters by name. A trial's parameters come back in the order they were
+    written: this worker's copy in the order sampled, a read of another worker's trial in the
+    order its rows were stored, which differs between workers (a parameter new to the study
+    is stored at once, the others with the start facts). Two workers of one phase print and
+    store the same choice alike."""
+    return dict(sorted(trial.params.items()))
+
+
 def _eliminated(trials: Sequence[FrozenTrial]) -> list[dict]:
     """Pruned trials and why (diverged, oscillating, a pruner's verdict...)."""
     return [{"trial": t.number, "reason": TrialFacts.of(t).reason or "pruned",
-             "params": dict(t.params)}
+             "params": _params_of(t)}
             for t in trials if t.state == TrialState.PRUNED]
 
 

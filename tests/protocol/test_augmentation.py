@@ -29,7 +29,7 @@ def test_the_lr_phases_start_from_the_augmentation_setup_kept(tmp_path):
     outcomes = run_protocol(studies_dir=folder, storage=url, overrides=QUICK, stop="lr_adam")
     assert outcomes[0].line.startswith(
         "augmentation tried: 129 training images per class, under 1,000 [000]; chose trial 0 "
-        "(lr=0.001, augment=crop)")
+        "(augment=crop, lr=0.001)")
     setup = optuna.load_study(study_name="setup", storage=url)
     assert setup.user_attrs["augmentation"].startswith("augmentation tried")
     # SGD's LR steps run later in the protocol (just before `optimizer`), from setup too.
