@@ -17,12 +17,9 @@ Why serving it from memory is safe:
 - What another process may change is the trial's state: a heartbeat check that judged the
   worker dead fails it (optuna#4234). So every answer from memory is checked against the
   trial's state in the database (one indexed one-column read); a trial whose state is not the
-  one recorded here is read in full and forgotten. Two reads are spared the check: the one the
+  one recorded here is read in full and forgotten. One read is spared the check: the one the
   creating `ask` makes at once (JUST_CREATED_S), when no heartbeat check can yet judge the
-  trial dead, and the one Optuna's `tell` makes once the objective has held its last reports
-  for the finish (`finish_follows`): the finish that follows is one UPDATE guarded by the
-  trial's being RUNNING (lean_writes.py), so a trial failed meanwhile is refused there,
-  nothing written, as the check would have refused it (the runner reads both refusals alike).
+  trial dead.
 - A finished trial never changes (Optuna refuses writes to it): once this worker finished it,
   the copy here is final. It is kept until Optuna's cache has read it finished, then dropped.
 - A trial taken from the waiting queue (an enqueued trial) was written by whoever queued it:
@@ -82,19 +79,18 @@ class OwnTrialsRDBStorage(LeanWritesRDBStorage):
         self._taken: set[int] = set()  # waiting trials this process set running, not read yet
         self._finished: collections.deque[int] = collections.deque()  # own, oldest first
         self._created: dict[int, float] = {}  # created here, not read yet -> when (monotonic s)
-        self._finishing: set[int] = set()  # own trials whose guarded finish comes next
         self._own_lock = threading.Lock()
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
-        for name in ("_own", "_taken", "_finished", "_created", "_finishing", "_own_lock"):
+        for name in ("_own", "_taken", "_finished", "_created", "_own_lock"):
             state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
         self._own, self._taken, self._own_lock = {}, set(), threading.Lock()
-        self._finished, self._created, self._finishing = collections.deque(), {}, set()
+        self._finished, self._created = collections.deque(), {}
 
     # --- writes: recorded once stored ---------------------------------------------------------
 
@@ -180,7 +176,6 @@ class OwnTrialsRDBStorage(LeanWritesRDBStorage):
         through (a proxy's) keeps the last KEEP_FINISHED, not every trial it ever ran."""
         with self._own_lock:
             self._created.pop(trial_id, None)
-            self._finishing.discard(trial_id)
             self._finished.append(trial_id)
             while len(self._finished) > KEEP_FINISHED:
                 self._own.pop(self._finished.popleft(), None)
@@ -197,7 +192,7 @@ class OwnTrialsRDBStorage(LeanWritesRDBStorage):
         own = self._copy_of(trial_id)
         if own is not None:
             if (own.state.is_finished() or self._just_created(trial_id)
-                    or self._finish_next(trial_id) or self._state_of(trial_id) == own.state):
+                    or self._state_of(trial_id) == own.state):
                 return own
             self._forget(trial_id)  # failed by another worker's heartbeat check
         trial = super().get_trial(trial_id)
@@ -243,27 +238,10 @@ class OwnTrialsRDBStorage(LeanWritesRDBStorage):
             created = self._created.pop(trial_id, None)
         return created is not None and time.monotonic() - created < JUST_CREATED_S
 
-    def finish_follows(self, trial_id: int) -> None:
-        """The next read of this own trial is `tell`'s, and a finish guarded by the trial's
-        state follows it (the objective returned or raised with its last reports held for
-        that finish): the read needs no state check of its own."""
-        with self._own_lock:
-            if trial_id in self._own:
-                self._finishing.add(trial_id)
-
-    def _finish_next(self, trial_id: int) -> bool:
-        """True once, for the first read after `finish_follows`."""
-        with self._own_lock:
-            if trial_id not in self._finishing:
-                return False
-            self._finishing.discard(trial_id)
-            return True
-
     def _forget(self, trial_id: int) -> None:
         with self._own_lock:
             self._own.pop(trial_id, None)
             self._created.pop(trial_id, None)
-            self._finishing.discard(trial_id)
 
     def _states(self, study_id: int, states: Container[TrialState] | None,
                 included_trial_ids: set[int], trial_id_greater_than: int

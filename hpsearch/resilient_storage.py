@@ -333,8 +333,7 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
         transaction that finishes it (Optuna's `tell`, which follows the objective's return
         or exception): a trial ends in one transaction instead of two, the last flush's own
         with its read of the state (on PostgreSQL about 2 ms of round trips a trial,
-        benchmarks/storage_overhead.py). The finish's guarded UPDATE is the state check, so
-        `tell`'s read of the trial, just before, is served without one (own_trials.py).
+        benchmarks/storage_overhead.py). The finish's guarded UPDATE is the state check.
         Reads of the trial in this process see them at once (own_trials.py). False where the
         finish has no such transaction (other databases take Optuna's path): the caller
         writes them now. If the process dies before the finish, they are lost with the
@@ -345,7 +344,6 @@ class ResilientRDBStorage(OwnTrialsRDBStorage):
         held_values.update(values)
         held_attrs.update(user_attrs)
         self.reported(trial_id, values, user_attrs)
-        self.finish_follows(trial_id)  # tell's read needs no state check: the finish has one
         return True
 
     def _held_for_finish(self, trial_id: int) -> tuple[dict[int, float], dict[str, Any]]:

@@ -415,7 +415,7 @@ def _search_until_stopped(study, objective, guard, summary: RunSummary) -> bool:
         study.optimize(objective, callbacks=[guard],
                        catch=_caught() + (OverBudget, TwinTrial), gc_after_trial=False)
         return True
-    except (ValueError, AssertionError, optuna.exceptions.UpdateFinishedTrialError) as err:
+    except (ValueError, AssertionError) as err:
         if not _refused_tell(err) or not objective.started:
             raise
         number = objective.started[-1]
@@ -428,15 +428,12 @@ def _search_until_stopped(study, objective, guard, summary: RunSummary) -> bool:
 
 
 def _refused_tell(err: BaseException) -> bool:
-    """Optuna's `tell` refused a trial another process finished: at its own read of the
-    trial ("Cannot tell a FAIL trial"), or, where that read was served from this worker's
-    copy (own_trials.finish_follows), at the finish's guarded write. When the objective had
+    """Optuna's `tell` refused a trial another process finished. When the objective had
     returned, Optuna's `_run_trial` finds a FAIL trial with no error of the objective's to
     log and raises `AssertionError("Should not reach.")` over the refusal: the refusal is
     then the assertion's context."""
     refusal = err.__context__ if isinstance(err, AssertionError) else err
-    return (isinstance(refusal, optuna.exceptions.UpdateFinishedTrialError)
-            or isinstance(refusal, ValueError) and str(refusal).startswith("Cannot tell a "))
+    return isinstance(refusal, ValueError) and str(refusal).startswith("Cannot tell a ")
 
 
 def _caught() -> tuple[type[Exception], ...]:

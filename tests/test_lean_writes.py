@@ -279,15 +279,16 @@ def test_a_trials_last_reports_are_stored_by_the_transaction_that_finishes_it(st
     trial = _held_for_the_finish(study)
     sent[:] = sent[sent.index("INSERT") + 1:]  # after the trial's creation: nothing written
     assert "INSERT" not in sent and "UPDATE" not in sent
+    # This process reads them at once: a pruned trial's value is its last report.
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {
+        1: 0.25, 2: 0.5, 3: 0.75}
     sent[:] = []
     study.tell(trial, 0.75 if state == TrialState.COMPLETE else None, state=state)
     # The guarded UPDATE (the state check), the steps, the attributes, the value: one
-    # transaction (on PostgreSQL one statement), no read of the state before it (tell's own
-    # read of the trial is served from memory: own_trials.finish_follows).
-    assert [s for s in sent if s in ("SELECT", "UPDATE", "INSERT", "WITH")] == (
+    # transaction (on PostgreSQL one statement), no read of the state before it.
+    assert [s for s in sent if s in ("UPDATE", "INSERT", "WITH")] == (
         ["WITH"] if storage.engine.name == "postgresql" else ["UPDATE", "INSERT", "INSERT",
                                                               "INSERT"])
-    # This process read the held reports at once: a pruned trial's value is its last report.
     stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
     assert (stored.state, stored.value) == (state, 0.75)
     assert stored.intermediate_values == {1: 0.25, 2: 0.5, 3: 0.75}
@@ -297,18 +298,15 @@ def test_a_trials_last_reports_are_stored_by_the_transaction_that_finishes_it(st
 
 def test_last_reports_of_a_trial_failed_elsewhere_are_refused_and_dropped(storage_url):
     """Another process failed the trial (its heartbeat judged it dead) after the objective
-    held its last reports: the tell is refused at the finish's guarded write (Optuna's error
-    for a write to a finished trial; the runner reads it as it reads Optuna's own "Cannot
-    tell a FAIL trial"), nothing is written to the failed trial, nothing is kept for it,
-    and this process reads the trial failed from then on."""
+    held its last reports: the tell is refused as Optuna refuses it, nothing is written to
+    the failed trial, and nothing is kept for it."""
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage, direction="maximize")
     trial = _held_for_the_finish(study)
     optuna.storages.RDBStorage(storage_url).set_trial_state_values(trial._trial_id,
                                                                    TrialState.FAIL)
-    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+    with pytest.raises(ValueError, match="Cannot tell a FAIL trial"):
         study.tell(trial, 0.75)
-    assert storage.get_trial(trial._trial_id).state == TrialState.FAIL
     stored = optuna.storages.RDBStorage(storage_url).get_trial(trial._trial_id)
     assert (stored.state, stored.intermediate_values, stored.user_attrs) == (
         TrialState.FAIL, {}, {})

@@ -117,28 +117,6 @@ def test_only_the_creating_asks_read_skips_the_state_check(storage_url, monkeypa
     assert _state_reads(statements) == 1
 
 
-def test_tells_read_after_the_last_reports_are_held_skips_the_state_check(storage_url):
-    """The objective holds its last reports for the finish (reports.flush(last=True)): the
-    next read, Optuna's `tell`'s, is served without a state check, since the finish that
-    follows is guarded by the state; the read after it checks again."""
-    from hpsearch.reports import EpochReports
-
-    storage = open_storage(storage_url)
-    study = optuna.create_study(storage=storage, direction="maximize")
-    trial = study.ask()
-    storage.get_trial(trial._trial_id)  # the creating ask's read is spent
-    reports = EpochReports(trial, flush_s=3600)
-    reports.report(1, 0.5)
-    statements = []
-    sqlalchemy.event.listen(storage.engine, "before_cursor_execute",
-                            lambda *args: statements.append(args[2]))
-    reports.flush(last=True)
-    assert storage.get_trial(trial._trial_id).intermediate_values == {1: 0.5}
-    assert _state_reads(statements) == 0
-    assert storage.get_trial(trial._trial_id).state == TrialState.RUNNING
-    assert _state_reads(statements) == 1
-
-
 def test_the_copies_handed_out_are_the_callers_own(storage_url):
     storage = open_storage(storage_url)
     study = optuna.create_study(storage=storage, direction="maximize")
