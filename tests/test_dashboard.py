@@ -130,11 +130,20 @@ def dashboard_app(url: str):
 
 
 def _own_copy(url: str, tmp_path) -> str:
-    """A copy of the shared protocol's SQLite file, for a test that writes to it."""
-    import shutil
+    """A copy of the shared protocol's SQLite file, for a test that writes to it. Through
+    SQLite's backup, not a file copy: the storage runs in WAL mode, and what the protocol
+    committed last may still be in the `-wal` file beside it (a copy of the main file alone
+    lost the `architecture@t` study in one CI run)."""
+    import sqlite3
 
     copy = tmp_path / "copy.db"
-    shutil.copyfile(url.removeprefix("sqlite:///"), copy)
+    source = sqlite3.connect(url.removeprefix("sqlite:///"))
+    target = sqlite3.connect(copy)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
     return f"sqlite:///{copy}"
 
 
