@@ -114,6 +114,39 @@ def test_a_candidate_that_falls_out_of_reach_loses_its_file(tmp_path):
     assert kept == {candidates.path(n).name for n in (base, high, near)}  # 0.91: out of reach
 
 
+def test_each_finished_trials_criteria_are_read_once_and_a_lost_file_dropped_once(
+        tmp_path, monkeypatch):
+    """A long phase's trials each look at every finished trial to keep or drop its file:
+    done afresh each time, that cost grew with the study (0.7 ms a trial at 100 trials,
+    14 ms at 2,000). Finished trials never change and the best only rises, so each trial's
+    value is read once and each lost file unlinked once, over the whole phase."""
+    from pathlib import Path
+
+    from hpsearch import checkpoints
+    from hpsearch.spec import load_study_spec
+    from hpsearch.spec.catalog import bundled_dir
+
+    candidates = checkpoints.Candidates(tmp_path, "arch",
+                                        load_study_spec(bundled_dir() / "architecture.yaml"))
+    study = optuna.create_study(direction="maximize")
+    reads, unlinked = [], []
+    value = checkpoints._value
+    monkeypatch.setattr(checkpoints, "_value", lambda t, c: reads.append(t.number) or value(t, c))
+    monkeypatch.setattr(Path, "unlink", lambda path, missing_ok=False: unlinked.append(path.name))
+    monkeypatch.setattr(checkpoints, "checkpoint_content", lambda *args: {})
+    monkeypatch.setattr(checkpoints, "save", lambda content, path: path)
+    for number in range(30):  # each better than the last by more than the tolerance (0.005)
+        acc = 0.5 + 0.01 * number
+        trial = study.ask()
+        records.write_criteria(trial, {"best_val_acc": acc})
+        candidates.offer(trial, None, {}, {"best_val_acc": acc}, False,
+                         study.get_trials(deepcopy=False))
+        study.tell(trial, acc)
+    assert sorted(reads) == list(range(29))  # each trial finished before the last, once
+    # every trial but the last falls out of reach (the next is 0.01 better): one unlink each
+    assert sorted(unlinked) == sorted(candidates.path(n).name for n in range(29))
+
+
 def test_export_without_a_kept_model_says_why(tmp_path):
     url = f"sqlite:///{tmp_path / 'x.db'}"
     with pytest.raises(UsageError, match="no study `ghost`"):
