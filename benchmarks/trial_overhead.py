@@ -12,9 +12,13 @@ a difference of a few points is inside the rounds' noise.
     python benchmarks/trial_overhead.py [--epochs 20] [--trials 10] [--rounds 10]
     python benchmarks/trial_overhead.py --device cuda      # where a GPU epoch is milliseconds
     python benchmarks/trial_overhead.py --postgres postgresql+psycopg://USER:PASSWORD@HOST/postgres
+    python benchmarks/trial_overhead.py --stored 1000      # a long study's cost a trial
 
 With --postgres the study lives in a fresh database on that server (dropped afterwards)
-instead of a SQLite file.
+instead of a SQLite file. With --stored N the study holds N finished trials before the
+rounds (copies of the warm-up trial under other seeds, written directly, not trained): what
+a trial costs once a study is long, where work done for every stored trial at each new
+trial shows.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import sqlalchemy
 import torch
 from sqlalchemy.engine import Engine
 
+from hpsearch import records
 from hpsearch.config import resolve_config
 from hpsearch.runner import run_study
 from hpsearch.train import load_data, resolve_device, train
@@ -43,7 +48,7 @@ STUDY = """\
 base: {{dataset: {dataset}, epochs: {epochs}, data_dir: {data_dir}, device: {device}}}
 objective: {{metric: val_acc}}
 sampler: {{name: random, seed: 0}}
-pruner: {{name: median, n_startup_trials: 1000}}   # checks every epoch, never prunes
+pruner: {{name: median, n_startup_trials: 1000000000}}   # checks every epoch, never prunes
 space:   # a new seed each trial: every trial trains (the same configuration twice is a repeat)
   seed: {{type: int, low: 0, high: 1000000000}}
 """
@@ -96,6 +101,24 @@ def study_seconds(settings: dict, trials: int, folder: Path,
     return (timed[-1].datetime_complete - timed[0].datetime_start).total_seconds() / trials
 
 
+def store_copies(url: str, count: int) -> None:
+    """`count` finished trials like the study's last one, each under its own seed (so none
+    repeats another), added in one write: a long study without training it."""
+    study = optuna.load_study(study_name="overhead", storage=url)
+    template = study.trials[-1]
+    copies = []
+    for offset in range(1, count + 1):
+        seed = template.params["seed"] + offset
+        copies.append(optuna.trial.create_trial(
+            state=template.state, value=template.value, params={"seed": seed},
+            distributions=template.distributions,
+            intermediate_values=template.intermediate_values,
+            user_attrs={**template.user_attrs,
+                        records.CONFIG: {**records.read_config(template), "seed": seed}},
+            system_attrs=template.system_attrs))
+    study.add_trials(copies)
+
+
 def _mean_and_error(ratios: list[float]) -> str:
     """The rounds' mean overhead with its standard error (points): whether a target such as
     10% is inside the rounds' noise (two standard errors) or clear of it."""
@@ -116,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--postgres", default=None,
                         help="a PostgreSQL URL whose user may create databases")
+    parser.add_argument("--stored", type=int, default=0,
+                        help="finished trials the study holds before the rounds")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     torch.set_num_threads(1)  # both arms alike, and steadier on a shared machine
@@ -127,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with tempfile.TemporaryDirectory() as folder:
             study_seconds(settings, 1, Path(folder), url=url)  # warm-up
+            if args.stored:
+                store_copies(url or f"sqlite:///{Path(folder) / 'overhead.db'}", args.stored)
             for _ in range(args.rounds):  # alternating: a machine that slows down slows both
                 rounds.append((bare_seconds(settings, args.trials),
                                study_seconds(settings, args.trials, Path(folder), counter, url)))
@@ -137,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     ratios = [study / alone - 1 for alone, study in rounds]
     print(f"{args.dataset}, {args.epochs} epochs a trial, {args.rounds} rounds of "
           f"{args.trials} trials an arm, {resolve_device(args.device)}, "
-          f"{'PostgreSQL' if url else 'SQLite'}")
+          f"{'PostgreSQL' if url else 'SQLite'}"
+          + (f", {args.stored} trials stored before" if args.stored else ""))
     print(f"{'train() alone':<28}{bare:>8.3f} s/trial")
     print(f"{'run_study (Optuna, storage)':<28}{hpsearch:>8.3f} s/trial")
     print(f"overhead: {statistics.median(ratios):+.0%} (median of the rounds; "

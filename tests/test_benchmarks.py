@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
 from tests.conftest import REPO
@@ -215,6 +216,32 @@ def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):
     assert mean is not None and float(mean.group(2)) >= 0
     statements = float(lines[4].split()[2])  # counted by SQLAlchemy, not timed
     assert lines[4].startswith("SQL statements: ") and 20 < statements < 500
+
+
+def test_trial_overhead_on_a_long_study_adds_finished_copies_that_no_trial_repeats(
+        capsys, monkeypatch):
+    """--stored N: the study holds N finished trials before the rounds, each under its own
+    seed, so the timed trials train (none is a repeat) and are never pruned."""
+    benchmark = load_benchmark("trial_overhead")
+    timed = []
+    study_seconds = benchmark.study_seconds
+
+    def spy(settings, trials, folder, counter=None, url=None):
+        seconds = study_seconds(settings, trials, folder, counter, url)
+        timed.append(optuna.load_study(study_name="overhead",
+                                       storage=url or f"sqlite:///{folder / 'overhead.db'}"))
+        return seconds
+
+    monkeypatch.setattr(benchmark, "study_seconds", spy)
+    benchmark.main(["--epochs", "2", "--trials", "2", "--rounds", "1", "--stored", "5"])
+    assert capsys.readouterr().out.splitlines()[0].endswith(", 5 trials stored before")
+    trials = timed[-1].trials
+    assert len(trials) == 1 + 5 + 2  # the warm-up, its copies, the round's trials
+    seeds = [t.user_attrs["config"]["seed"] for t in trials]
+    assert len(set(seeds)) == len(seeds)
+    assert [t.state for t in trials[-2:]] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all("repeats" not in t.user_attrs and len(t.intermediate_values) == 2
+               for t in trials[-2:])  # trained, every epoch reported
 
 
 @pytest.mark.postgres
