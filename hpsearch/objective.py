@@ -8,7 +8,6 @@ user attributes, so curves can be drawn and any run reproduced from storage alon
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -20,10 +19,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import interrupt, records
 from hpsearch.checkpoints import Candidates
-from hpsearch.config import RUNTIME_ONLY_KEYS, TrainConfig, resolve_config
+from hpsearch.config import TrainConfig, resolve_config
 from hpsearch.errors import HpsearchError, TrainingError, UserCodeError
 from hpsearch.metrics import METRICS, metric_value, require_metric
 from hpsearch.protocol.criteria import all_criteria
+from hpsearch.repeats import TrainedConfigurations
 from hpsearch.reports import AttributeBatch, EpochReports, params_held
 from hpsearch.spec import StudySpec
 from hpsearch.storage import count_trials
@@ -36,51 +36,6 @@ from hpsearch.versions import reproduction
 MAX_TWINS_IN_A_ROW = 3
 # Trials that hold a slot of the budget: finished ones, and those running or queued to run.
 CLAIMS = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-class TrainedConfigurations:
-    """What each finished trial of the study trained, indexed as it is first seen: finished
-    trials never change, so a new trial's check for a repeat looks up its configuration
-    instead of rebuilding and comparing every finished trial's (7 ms a trial at 400 trials,
-    growing with the study; benchmarks/trial_overhead.py's trials are 20-40 ms)."""
-
-    def __init__(self) -> None:
-        self._seen: set[int] = set()
-        self._first_by_key: dict[str, FrozenTrial] = {}
-
-    def same_as(self, trial: optuna.trial.Trial, config: TrainConfig,
-                trials: list[FrozenTrial]) -> FrozenTrial | None:
-        """The earliest finished trial of this study (not a repeat itself) that trained
-        exactly `config`, where or how fast aside (RUNTIME_ONLY_KEYS); None when there is
-        none, or when the space searches nothing (a study of fixed values runs what it is
-        asked to)."""
-        if not trial.params:
-            return None
-        self._index(trials)
-        wanted = _what_it_computes(config.to_dict())
-        earlier = self._first_by_key.get(_key(wanted))
-        if earlier is not None and _what_it_computes(records.read_config(earlier)) == wanted:
-            return earlier
-        return None
-
-    def _index(self, trials: list[FrozenTrial]) -> None:
-        for trial in trials:
-            if trial.number in self._seen or trial.state not in FINISHED:
-                continue
-            self._seen.add(trial.number)
-            if records.TrialFacts.of(trial).repeats is not None:
-                continue
-            key = _key(_what_it_computes(records.read_config(trial)))
-            first = self._first_by_key.get(key)
-            if first is None or trial.number < first.number:  # workers finish out of order
-                self._first_by_key[key] = trial
-
-
-def _key(computed: Mapping[str, Any]) -> str:
-    """A configuration as one string, equal for equal configurations (stored ones are read
-    back from JSON, so JSON is what they are compared as)."""
-    return json.dumps(computed, sort_keys=True, default=repr)
 
 
 def _running_twin(trial: optuna.trial.Trial, trials: list[FrozenTrial]) -> FrozenTrial | None:
@@ -106,10 +61,6 @@ def _from_another_process(earlier: FrozenTrial, trial: optuna.trial.Trial) -> bo
 def _process(worker: str | None) -> str:
     """`host:pid` of a trial's `worker` record (`host:pid device`), or ""."""
     return str(worker or "").partition(" ")[0]
-
-
-def _what_it_computes(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in RUNTIME_ONLY_KEYS}
 
 
 class OverBudget(TrainingError):

@@ -301,7 +301,7 @@ def test_the_repeat_check_reads_each_finished_trial_once_and_finds_the_earliest(
     from optuna.distributions import FloatDistribution
     from optuna.trial import create_trial
 
-    from hpsearch import objective, records
+    from hpsearch import records, repeats
     from hpsearch.config import resolve_config
 
     def finished(number, lr, state=TrialState.COMPLETE, **facts):
@@ -316,7 +316,7 @@ def test_the_repeat_check_reads_each_finished_trial_once_and_finds_the_earliest(
     reads = []
     read_config = records.read_config
     monkeypatch.setattr(records, "read_config", lambda t: reads.append(t.number) or read_config(t))
-    index = objective.TrainedConfigurations()
+    index = repeats.TrainedConfigurations()
     new_trial = type("Trial", (), {"params": {"lr": 0.01}})()
     wanted = resolve_config(("test", {"dataset": "digits", "lr": 0.01, "device": "cpu"}))
     trials = [finished(2, 0.01), finished(3, 0.02, TrialState.PRUNED),
