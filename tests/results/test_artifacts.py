@@ -117,8 +117,8 @@ def test_a_candidate_that_falls_out_of_reach_loses_its_file(tmp_path):
 def test_each_finished_trials_criteria_are_read_once_and_a_lost_file_dropped_once(
         tmp_path, monkeypatch):
     """A long phase's trials each look at every finished trial to keep or drop its file:
-    done afresh each time, that cost grew with the study (0.7 ms a trial at 100 trials,
-    14 ms at 2,000). Finished trials never change and the best only rises, so each trial's
+    done afresh each time, that cost grew with the study (0.9 ms a trial at 100 trials,
+    20 ms at 2,000). Finished trials never change and the best only rises, so each trial's
     value is read once and each lost file unlinked once, over the whole phase."""
     from pathlib import Path
 
