@@ -112,7 +112,7 @@ class Candidates:
         # 20 ms at 2,000 (0.03 and 0.14 ms now).
         self._taken_in: set[int] = set()
         self._best_so_far: float | None = None
-        self._in_reach: dict[int, float | None] = {}  # completed, not a baseline, file kept
+        self._in_reach: dict[int, float | None] = {}  # completed, no baseline, not dropped yet
 
     def path(self, trial: int) -> Path:
         """Named as the dashboard offers it for download: `architecture-trial-4.pt`."""

@@ -38,11 +38,7 @@ class TrainedConfigurations:
         if not trial.params:
             return None
         self._index(trials)
-        wanted = _what_it_computes(config.to_dict())
-        earlier = self._first_by_key.get(_key(wanted))
-        if earlier is not None and _what_it_computes(records.read_config(earlier)) == wanted:
-            return earlier
-        return None
+        return self._first_by_key.get(_key(_what_it_computes(config.to_dict())))
 
     def _index(self, trials: list[FrozenTrial]) -> None:
         for trial in trials:
@@ -58,8 +54,9 @@ class TrainedConfigurations:
 
 
 def _key(computed: Mapping[str, Any]) -> str:
-    """A configuration as one string, equal for equal configurations (stored ones are read
-    back from JSON, so JSON is what they are compared as)."""
+    """A configuration as one string, equal exactly when the configurations are: stored ones
+    are read back from JSON, so JSON is what they are compared as (a tuple and the list it is
+    stored as are one value)."""
     return json.dumps(computed, sort_keys=True, default=repr)
 
 
