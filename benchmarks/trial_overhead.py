@@ -19,6 +19,16 @@ instead of a SQLite file. With --stored N the study holds N finished trials befo
 rounds (copies of the warm-up trial under other seeds, written directly, not trained): what
 a trial costs once a study is long, where work done for every stored trial at each new
 trial shows.
+
+The side-by-side ratio carries the machine's drift between the two arms: on a shared 2-core
+VM one round's ratio ranged from -16% to +36% within a run (2026-12-08). So the same trials
+are also split by part: the time inside `train()` minus the epoch hook hpsearch gives it
+(the training's own work, what the bare arm times), and the rest of each trial's stored
+window (Optuna's ask and tell, the storage, the epoch reports and pruning checks, the
+configuration checks): both parts of one trial run seconds apart, so drift moves them
+together. It leaves out what would slow the training itself (a thread competing for the
+core) and counts as training the peak epoch's weights kept for the checkpoint, which the
+bare arm does not keep: only the side-by-side ratio shows those.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import sqlalchemy
 import torch
 from sqlalchemy.engine import Engine
 
+import hpsearch.objective
 from hpsearch import records
 from hpsearch.config import resolve_config
 from hpsearch.runner import run_study
@@ -83,19 +94,56 @@ class StatementCount:
         sqlalchemy.event.remove(Engine, "before_cursor_execute", self._count)
 
 
+class TrainingClock:
+    """Seconds spent in the objective's `train()` calls minus the epoch hook the objective
+    gives it, while entered: the training's own work inside the study's trials. The
+    objective imports `train` by name, so that name is wrapped for the while."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> "TrainingClock":
+        self._train = train_in_objective = hpsearch.objective.train
+
+        def timed_train(*args, on_epoch=None, **kwargs):
+            in_hook = 0.0
+
+            def timed_hook(record: dict) -> None:
+                nonlocal in_hook
+                start = time.perf_counter()
+                try:
+                    on_epoch(record)
+                finally:
+                    in_hook += time.perf_counter() - start
+
+            start = time.perf_counter()
+            try:
+                return train_in_objective(*args, on_epoch=timed_hook if on_epoch else None,
+                                          **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start - in_hook
+
+        hpsearch.objective.train = timed_train
+        return self
+
+    def __exit__(self, *exc) -> None:
+        hpsearch.objective.train = self._train
+
+
 def study_seconds(settings: dict, trials: int, folder: Path,
-                  counter: StatementCount | None = None, url: str | None = None) -> float:
+                  counter: StatementCount | None = None, url: str | None = None,
+                  clock: TrainingClock | None = None) -> float:
     """Seconds per trial of `trials` more trials of the study, from the first one's start to
     the last one's end as stored: the command's own start (reading the study file, loading
     the data, the check before storage) is not a trial's cost. With `counter`, the SQL
-    statements of those trials' run are counted. `url`: the storage (default: a SQLite file
-    in `folder`)."""
+    statements of those trials' run are counted, with `clock` their training's own work
+    timed. `url`: the storage (default: a SQLite file in `folder`)."""
     path = folder / "overhead.yaml"
     path.write_text(STUDY.format(**settings))
     url = url or f"sqlite:///{folder / 'overhead.db'}"
     run_study(path, trials=0, storage=url)  # creates the study the first time
     before = len(optuna.load_study(study_name="overhead", storage=url).trials)
-    with counter or contextlib.nullcontext():
+    with counter or contextlib.nullcontext(), clock or contextlib.nullcontext():
         run_study(path, trials=before + trials, storage=url)
     timed = optuna.load_study(study_name="overhead", storage=url).trials[before:]
     return (timed[-1].datetime_complete - timed[0].datetime_start).total_seconds() / trials
@@ -147,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"dataset": args.dataset, "epochs": args.epochs, "data_dir": args.data_dir,
                 "device": args.device}
     rounds: list[tuple[float, float]] = []  # (train() alone, run_study) s/trial
+    inside: list[tuple[float, float]] = []  # (training's own work, the rest) s/trial
     counter = StatementCount()
     url, drop = _postgres_database(args.postgres) if args.postgres else (None, None)
     try:
@@ -155,8 +204,11 @@ def main(argv: list[str] | None = None) -> None:
             if args.stored:
                 store_copies(url or f"sqlite:///{Path(folder) / 'overhead.db'}", args.stored)
             for _ in range(args.rounds):  # alternating: a machine that slows down slows both
-                rounds.append((bare_seconds(settings, args.trials),
-                               study_seconds(settings, args.trials, Path(folder), counter, url)))
+                alone, clock = bare_seconds(settings, args.trials), TrainingClock()
+                study = study_seconds(settings, args.trials, Path(folder), counter, url, clock)
+                rounds.append((alone, study))
+                work = clock.seconds / args.trials
+                inside.append((work, study - work))
     finally:
         if drop is not None:
             drop()
@@ -173,6 +225,12 @@ def main(argv: list[str] | None = None) -> None:
           f"{(hpsearch - bare) / args.epochs * 1000:.2f} ms an epoch")
     print(f"SQL statements: {counter.statements / (args.rounds * args.trials):.1f} a trial "
           "(the run's own start and end included)")
+    work, rest = (statistics.fmean(part) for part in zip(*inside))
+    parts = [rest_s / work_s for work_s, rest_s in inside]
+    print(f"inside the same trials: training's own work {work:.3f} s/trial, the rest "
+          f"{rest * 1000:.1f} ms: {statistics.median(parts):+.0%} (median of the rounds; "
+          f"{min(parts):+.0%} to {max(parts):+.0%}; mean {_mean_and_error(parts)}), "
+          f"{rest / args.epochs * 1000:.2f} ms an epoch")
 
 
 if __name__ == "__main__":

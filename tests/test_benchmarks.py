@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -216,6 +217,47 @@ def test_trial_overhead_prints_both_arms_and_the_ratio(capsys):
     assert mean is not None and float(mean.group(2)) >= 0
     statements = float(lines[4].split()[2])  # counted by SQLAlchemy, not timed
     assert lines[4].startswith("SQL statements: ") and 20 < statements < 500
+    assert lines[5].startswith("inside the same trials: training's own work ")
+
+
+def test_trial_overhead_splits_each_trial_into_the_trainings_own_work_and_the_rest(
+        tmp_path, monkeypatch):
+    """The same trials timed by part: the time inside the objective's train() minus its
+    epoch hook (the reports and pruning checks, hpsearch's cost) and the rest of the stored
+    window. An epoch report made slow on purpose lands in the rest, not in the training;
+    the objective's train is its own again after."""
+    import hpsearch.objective
+    import hpsearch.reports
+
+    benchmark = load_benchmark("trial_overhead")
+    report, train = hpsearch.reports.EpochReports.report, hpsearch.objective.train
+    slow = 0.05  # seconds added to each epoch's report: 2 epochs, 2 trials
+
+    def slow_report(self, step, value):
+        time.sleep(slow)
+        report(self, step, value)
+
+    train_seconds = []  # each train() call whole, its epoch hook included
+
+    def timed_train(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return train(*args, **kwargs)
+        finally:
+            train_seconds.append(time.perf_counter() - start)
+
+    monkeypatch.setattr(hpsearch.reports.EpochReports, "report", slow_report)
+    monkeypatch.setattr(hpsearch.objective, "train", timed_train)
+    settings = {"dataset": "digits", "epochs": 2, "data_dir": str(tmp_path), "device": "cpu"}
+    benchmark.study_seconds(settings, 1, tmp_path)  # creates the study
+    train_seconds.clear()
+    clock = benchmark.TrainingClock()
+    per_trial = benchmark.study_seconds(settings, 2, tmp_path, clock=clock)
+    assert hpsearch.objective.train is timed_train  # the clock's own wrapper is gone
+    assert len(train_seconds) == 2
+    slept = 2 * 2 * slow
+    assert 0 < clock.seconds <= sum(train_seconds) - slept + 0.01
+    assert per_trial * 2 - clock.seconds >= slept  # the rest holds the slow reports
 
 
 def test_trial_overhead_on_a_long_study_adds_finished_copies_that_no_trial_repeats(
@@ -226,8 +268,8 @@ def test_trial_overhead_on_a_long_study_adds_finished_copies_that_no_trial_repea
     timed = []
     study_seconds = benchmark.study_seconds
 
-    def spy(settings, trials, folder, counter=None, url=None):
-        seconds = study_seconds(settings, trials, folder, counter, url)
+    def spy(settings, trials, folder, counter=None, url=None, clock=None):
+        seconds = study_seconds(settings, trials, folder, counter, url, clock)
         timed.append(optuna.load_study(study_name="overhead",
                                        storage=url or f"sqlite:///{folder / 'overhead.db'}"))
         return seconds
