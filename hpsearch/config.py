@@ -25,6 +25,12 @@ RUNTIME_ONLY_KEYS = frozenset({"device", "data_dir", "num_workers", "pin_memory"
                                "persistent_workers"})
 
 
+def what_it_computes(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a configuration computes: where or how fast it runs (RUNTIME_ONLY_KEYS) left out.
+    Two configurations equal here train the same model."""
+    return {k: v for k, v in config.items() if k not in RUNTIME_ONLY_KEYS}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One fully resolved training run. Defaults are PROTOCOL.md's reference setting [001]."""

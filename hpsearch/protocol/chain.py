@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from hpsearch.config import RUNTIME_ONLY_KEYS
+from hpsearch.config import what_it_computes
 from hpsearch.protocol.criteria import OVERFIT_ACC_GAP, OVERFIT_LOSS_GAP
 from hpsearch.records import PhaseChoice
 
@@ -42,8 +42,7 @@ def merge(parents: Sequence[tuple[str, PhaseChoice]]) -> Inheritance:
     win), where they run left out: what a phase starts from."""
     inheritance = Inheritance()
     for name, choice in parents:
-        config = {k: v for k, v in choice.config.items() if k not in RUNTIME_ONLY_KEYS}
-        inheritance.config.update(config)
+        inheritance.config.update(what_it_computes(choice.config))
         inheritance.sources.append({"study": name, "trial": choice.trial, "reason": choice.reason})
         inheritance.choices[name] = choice
     return inheritance
@@ -131,7 +130,7 @@ def skipped_choice(
     if parent and parent.config.get("epochs", 0) > config.get("epochs", 0):
         config["epochs"] = parent.config["epochs"]
         config["patience"] = parent.config.get("patience", config.get("patience"))
-    same = parent is not None and _computes(parent.config) == _computes(config)
+    same = parent is not None and what_it_computes(parent.config) == what_it_computes(config)
     return PhaseChoice(
         trial=None,
         checkpoint=parent.checkpoint if same else None,  # the parent's model is this one
@@ -141,11 +140,6 @@ def skipped_choice(
         reason=f"skipped: {reason}",
         skipped=True,
     )
-
-
-def _computes(config: dict[str, Any]) -> dict[str, Any]:
-    """What a configuration computes: where or how fast it runs left out."""
-    return {k: v for k, v in config.items() if k not in RUNTIME_ONLY_KEYS}
 
 
 def _fmt(value: float | None) -> str:

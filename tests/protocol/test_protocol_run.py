@@ -324,7 +324,7 @@ def test_the_repeat_check_reads_each_finished_trial_once_and_finds_the_earliest(
     assert index.same_as(new_trial, wanted, trials).number == 2
     trials.insert(0, finished(1, 0.01))  # a worker that started earlier finished later
     assert index.same_as(new_trial, wanted, trials).number == 1
-    assert sorted(set(reads)) == [1, 2, 3]  # the repeat (4) and the running trial (5): not
+    assert sorted(reads) == [1, 2, 3]  # once each; the repeat (4) and the running trial (5): not
     reads.clear()
     for _ in range(20):
         index.same_as(new_trial, wanted, trials)
